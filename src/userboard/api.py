@@ -1,0 +1,93 @@
+"""The JSON API under /api: bearer token, or a logged-in admin session plus X-CSRFToken."""
+
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, g, jsonify, request, session
+from flask_wtf.csrf import CSRFError, validate_csrf
+from wtforms import ValidationError
+
+from . import auth, users
+from .app import db_session, write_seq
+from .capture import current_seq
+from .errors import ApiError
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+@bp.before_request
+def require_admin():
+    """Admit a valid bearer token, or an admin session (with a CSRF token for writes)."""
+    db = db_session()
+    header = request.headers.get("Authorization", "")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError("unauthorized", "use 'Authorization: Bearer TOKEN'")
+        g.admin = auth.user_for_token(db, token.strip())
+        if g.admin is None:
+            raise ApiError("unauthorized", "invalid or revoked token")
+        return
+    if "user_id" not in session:
+        raise ApiError("unauthorized", "log in or send a bearer token")
+    g.admin = auth.active_admin(db, session.get("user_id"))
+    if g.admin is None:
+        raise ApiError("forbidden", "this account is not an active admin")
+    if request.method not in SAFE_METHODS:
+        try:
+            validate_csrf(request.headers.get("X-CSRFToken", ""))
+        except (ValidationError, CSRFError) as exc:
+            raise ApiError("forbidden", f"CSRF check failed: {exc}") from None
+
+
+def json_body() -> dict:
+    """The request's JSON object, or a 400 saying what is wrong with it."""
+    if not request.is_json:
+        raise ApiError("bad_request", "send a JSON body with Content-Type: application/json")
+    raw = request.get_data(cache=False)
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ApiError("bad_request", "request body is not valid UTF-8") from None
+    except ValueError as exc:
+        raise ApiError("bad_request", f"malformed JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError("bad_request", "expected a JSON object")
+    return body
+
+
+@bp.get("/users")
+def list_users():
+    db = db_session()
+    seq = current_seq(db)
+    rows = [u.to_dict() for u in users.list_users(db)]
+    return jsonify(seq=seq, users=rows)
+
+
+@bp.post("/users")
+def create_user():
+    db = db_session()
+    user = users.create_user(db, json_body())
+    return jsonify(seq=write_seq(db), user=user.to_dict()), 201
+
+
+@bp.get("/users/<int:user_id>")
+def get_user(user_id: int):
+    return jsonify(user=users.get_user(db_session(), user_id).to_dict())
+
+
+@bp.patch("/users/<int:user_id>")
+def update_user(user_id: int):
+    db = db_session()
+    user = users.update_user(db, user_id, json_body())
+    return jsonify(seq=write_seq(db), user=user.to_dict())
+
+
+@bp.delete("/users/<int:user_id>")
+def delete_user(user_id: int):
+    db = db_session()
+    users.delete_user(db, user_id)
+    return jsonify(seq=write_seq(db))

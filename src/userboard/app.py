@@ -1,0 +1,79 @@
+"""The Flask application factory: wiring only."""
+
+from __future__ import annotations
+
+from flask import Flask, g
+from flask_socketio import SocketIO
+
+from .bootstrap import open_database
+from .capture import current_seq, last_commit_seq
+from .config import Settings, load_or_create_secret_key, secret_key_path
+from .publish import QueuedEmitter
+from .realtime import UsersNamespace
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+def create_app(test_config: dict | None = None, settings: Settings | None = None) -> Flask:
+    """Build the app: settings from the environment, then `test_config` wins."""
+    settings = settings or Settings.from_env()
+    app = Flask(__name__, static_folder=None)
+    app.config.from_mapping(
+        DATABASE_URL=settings.database_url,
+        MESSAGE_QUEUE=settings.message_queue,
+        CHANGE_LOG_SIZE=settings.change_log_size,
+        SECRET_KEY=settings.secret_key,
+        SOCKETIO_ASYNC_MODE="gevent",
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        WTF_CSRF_TIME_LIMIT=None,
+    )
+    if test_config:
+        app.config.update(test_config)
+    if not app.config["SECRET_KEY"]:
+        path = secret_key_path(app.config["DATABASE_URL"])
+        app.config["SECRET_KEY"] = load_or_create_secret_key(path)
+
+    database = open_database(app.config["DATABASE_URL"], retention=app.config["CHANGE_LOG_SIZE"])
+    app.extensions["userboard.db"] = database
+
+    socketio = SocketIO(
+        app,
+        async_mode=app.config["SOCKETIO_ASYNC_MODE"],
+        message_queue=app.config["MESSAGE_QUEUE"],
+        max_http_buffer_size=MAX_BODY_BYTES,
+    )
+    socketio.on_namespace(UsersNamespace())
+    app.extensions["userboard.socketio"] = socketio
+    database.capture.publishers.append(QueuedEmitter(socketio))
+
+    @app.teardown_appcontext
+    def _close_session(_exc):
+        session = g.pop("db_session", None)
+        if session is not None:
+            session.close()
+
+    from .api import bp as api_bp
+    from .errors import init_app as init_errors
+    from .web import bp as web_bp
+
+    app.register_blueprint(web_bp)
+    app.register_blueprint(api_bp)
+    init_errors(app)
+    return app
+
+
+def db_session():
+    """The request's (or socket event's) database session, closed when its context ends."""
+    from flask import current_app
+
+    if "db_session" not in g:
+        g.db_session = current_app.extensions["userboard.db"].session()
+    return g.db_session
+
+
+def write_seq(session) -> int:
+    """The seq a write answers with: its last event's, or the current one if it made none."""
+    seq = last_commit_seq(session)
+    return seq if seq is not None else current_seq(session)

@@ -1,0 +1,62 @@
+"""One start-up for every entry point: engine, capturing session factory, publisher. No Flask.
+
+The server, the CLI and scripts all open the database here, so all of them capture changes the
+same way. A script that changes users needs just::
+
+    from userboard.bootstrap import open_database
+    db = open_database("sqlite:///userboard.db", message_queue="redis://127.0.0.1:6379/0")
+    with db.session() as session:
+        ...  # change User rows, commit: events are published
+    db.close()
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from .capture import DEFAULT_RETENTION, ChangeCapture, install_capture
+from .db import make_engine, make_session_factory
+from .publish import QueuedEmitter
+
+
+@dataclass
+class Database:
+    engine: Engine
+    sessions: sessionmaker
+    capture: ChangeCapture
+    emitter: QueuedEmitter | None = None
+
+    def session(self) -> Session:
+        return self.sessions()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Send what is still queued, then release connections."""
+        if self.emitter is not None:
+            self.emitter.flush(timeout)
+        self.engine.dispose()
+
+
+def open_database(
+    url: str, message_queue: str | None = None, retention: int = DEFAULT_RETENTION
+) -> Database:
+    """Open `url` with change capture; publish through `message_queue` (write-only) if given."""
+    engine = make_engine(url)
+    sessions = make_session_factory(engine)
+    capture = install_capture(sessions, retention=retention)
+    emitter = None
+    if message_queue:
+        emitter = QueuedEmitter(write_only_emitter(message_queue))
+        capture.publishers.append(emitter)
+    return Database(engine, sessions, capture, emitter)
+
+
+def write_only_emitter(message_queue: str):
+    """A python-socketio client manager that only publishes to the queue (no server here)."""
+    import socketio  # python-socketio, not Flask
+
+    if message_queue.startswith(("redis://", "rediss://", "unix://")):
+        return socketio.RedisManager(message_queue, write_only=True)
+    return socketio.KombuManager(message_queue, write_only=True)

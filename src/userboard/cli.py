@@ -1,0 +1,225 @@
+"""The `userboard` command: serve, migrate, create admins and tokens, change users.
+
+This module is the process entry point, and so the only place that monkey-patches with gevent,
+before anything imports socket, ssl, threading, redis or psycopg. Never import it from library
+code or tests: run it as a command.
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import getpass  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+
+import click  # noqa: E402
+
+from .config import ConfigError, Settings  # noqa: E402
+
+PATCHED_FIRST = True  # tests assert this module patched before importing the rest
+
+
+class CliError(click.ClickException):
+    """A one-line message on stderr and exit status 1."""
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _open_db(settings: Settings, migrate: bool = True):
+    from .bootstrap import open_database
+    from .migrations import upgrade
+
+    if migrate:
+        _upgrade(upgrade, settings.database_url)
+    return open_database(settings.database_url, settings.message_queue, settings.change_log_size)
+
+
+def _upgrade(upgrade, url: str) -> None:
+    try:
+        upgrade(url)
+    except Exception as exc:  # a bad URL, an unreachable server: one line, not a traceback
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CliError(f"cannot migrate the database: {first_line}") from None
+
+
+@click.group()
+def cli():
+    """userboard: a users dashboard whose open tabs stay in sync by push on commit."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(0, 65535))
+def serve(host: str, port: int):
+    """Migrate the database, then serve HTTP and WebSocket with gevent."""
+    from .server import run_server
+
+    settings = _settings()
+    from .migrations import upgrade
+
+    _upgrade(upgrade, settings.database_url)
+    try:
+        run_server(settings, host, port)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+@cli.group()
+def db():
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade():
+    """Migrate the database to the latest schema."""
+    from .migrations import upgrade
+
+    _upgrade(upgrade, _settings().database_url)
+    click.echo("database is at the latest schema")
+
+
+@cli.command("create-admin")
+@click.argument("username")
+@click.option("--email", required=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password as one line from stdin.")
+def create_admin(username: str, email: str, password_stdin: bool):
+    """Create an active admin who can log in."""
+    from . import users
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if password != getpass.getpass("Repeat password: "):
+            raise CliError("the passwords do not match")
+    database = _open_db(_settings())
+    try:
+        with database.session() as session:
+            user = users.create_user(
+                session,
+                {"username": username, "email": email, "role": "admin", "status": "active",
+                 "password": password},
+            )
+            click.echo(f"created admin {user.username} (id {user.id})")
+    except users.UserError as exc:
+        raise CliError(_one_line(exc)) from None
+    finally:
+        database.close()
+
+
+@cli.group()
+def token():
+    """API tokens."""
+
+
+@token.command("create")
+@click.argument("username")
+def token_create(username: str):
+    """Print a new API token for an active admin (only its hash is stored)."""
+    from sqlalchemy import func, select
+
+    from . import auth
+    from .models import User
+
+    database = _open_db(_settings())
+    try:
+        with database.session() as session:
+            user = session.scalar(select(User).where(func.lower(User.username) == username.lower()))
+            if user is None or not user.is_active_admin:
+                raise CliError(f"no active admin named {username!r}")
+            click.echo(auth.create_token(session, user))
+    finally:
+        database.close()
+
+
+@cli.group("users")
+def users_group():
+    """List and change users (events reach every open dashboard)."""
+
+
+@users_group.command("list")
+def users_list():
+    """Print one user per line."""
+    from . import users
+
+    database = _open_db(_settings())
+    try:
+        with database.session() as session:
+            for u in users.list_users(session):
+                click.echo(f"{u.id}\t{u.username}\t{u.email}\t{u.role}\t{u.status}")
+    finally:
+        database.close()
+
+
+@users_group.command("add")
+@click.argument("username")
+@click.option("--email", required=True)
+@click.option("--role")
+@click.option("--status")
+def users_add(username, email, role, status):
+    """Add a user."""
+    data = {"username": username, "email": email, "role": role, "status": status}
+    _write(lambda users, s: users.create_user(s, {k: v for k, v in data.items() if v is not None}))
+
+
+@users_group.command("set")
+@click.argument("user_id", type=int)
+@click.argument("assignments", nargs=-1, required=True, metavar="FIELD=VALUE...")
+def users_set(user_id, assignments):
+    """Change fields of a user, e.g. `userboard users set 3 role=admin status=active`."""
+    data = {}
+    for item in assignments:
+        field, sep, value = item.partition("=")
+        if not sep or not field:
+            raise CliError(f"expected FIELD=VALUE, got {item!r}")
+        data[field] = value
+    _write(lambda users, s: users.update_user(s, user_id, data))
+
+
+@users_group.command("delete")
+@click.argument("user_id", type=int)
+def users_delete(user_id):
+    """Delete a user."""
+    _write(lambda users, s: users.delete_user(s, user_id))
+
+
+def _write(action) -> None:
+    from . import users
+    from .capture import current_seq, last_commit_seq
+
+    database = _open_db(_settings())
+    try:
+        with database.session() as session:
+            result = action(users, session)
+            seq = last_commit_seq(session)
+            seq = seq if seq is not None else current_seq(session)
+            if result is not None:
+                click.echo(f"{result.id}\t{result.username}\t{result.email}\t{result.role}"
+                           f"\t{result.status}\tseq={seq}")
+            else:
+                click.echo(f"seq={seq}")
+    except users.UserError as exc:
+        raise CliError(_one_line(exc)) from None
+    finally:
+        database.close()
+
+
+def _one_line(exc) -> str:
+    if exc.fields:
+        return "; ".join(f"{k}: {v}" for k, v in exc.fields.items())
+    return exc.message
+
+
+def main() -> None:
+    cli(prog_name="userboard")
+
+
+if __name__ == "__main__":
+    main()

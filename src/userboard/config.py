@@ -1,0 +1,68 @@
+"""Settings from the environment, with defaults for one process on SQLite. Imports no Flask.
+
+USERBOARD_DATABASE_URL     default sqlite:///userboard.db (in the current directory)
+USERBOARD_MESSAGE_QUEUE    e.g. redis://127.0.0.1:6379/0; unset means a single server process
+USERBOARD_SECRET_KEY       unset: generated once, kept beside the database with mode 0600
+USERBOARD_CHANGE_LOG_SIZE  how many recent events the change log keeps (default 10000)
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+DEFAULT_DATABASE_URL = "sqlite:///userboard.db"
+
+
+class ConfigError(Exception):
+    """A setting that cannot be used; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    message_queue: str | None
+    secret_key: str | None
+    change_log_size: int
+
+    @classmethod
+    def from_env(cls, env=None) -> Settings:
+        env = os.environ if env is None else env
+        size = env.get("USERBOARD_CHANGE_LOG_SIZE", "10000")
+        if not size.isdigit() or int(size) < 1:
+            raise ConfigError(f"USERBOARD_CHANGE_LOG_SIZE must be a positive integer, not {size!r}")
+        return cls(
+            database_url=env.get("USERBOARD_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            message_queue=env.get("USERBOARD_MESSAGE_QUEUE") or None,
+            secret_key=env.get("USERBOARD_SECRET_KEY") or None,
+            change_log_size=int(size),
+        )
+
+
+def secret_key_path(database_url: str) -> Path:
+    """Where the generated secret key lives: beside a SQLite file, else in the current folder."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        db_file = Path(url.database)
+        return db_file.with_name(db_file.name + "-secret-key")
+    return Path("userboard-secret-key")
+
+
+def load_or_create_secret_key(path: Path) -> str:
+    """Read the key file, or create it readable by its owner only."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    key = secrets.token_hex(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process won the race
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return key

@@ -1,0 +1,71 @@
+"""Run the app on gevent's WSGI server (HTTP and WebSocket), with TCP_NODELAY.
+
+gevent's pywsgi writes headers and body in two sends; on keep-alive connections Nagle's algorithm
+plus delayed ACK then adds about 40 ms to every response. Setting TCP_NODELAY on each accepted
+socket removes that. The caller (cli.py) has monkey-patched already.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import socket
+import sys
+
+from gevent.pywsgi import WSGIHandler, WSGIServer
+
+from .config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class NoDelayHandler(WSGIHandler):
+    def __init__(self, sock, address, server, rfile=None):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # not TCP (a unix socket)
+            pass
+        super().__init__(sock, address, server, rfile)
+
+    def handle_one_response(self):
+        super().handle_one_response()
+        # After a WebSocket session the socket holds frames, not HTTP: do not read another request.
+        if self.environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+            self.close_connection = True
+
+
+def ensure_first_admin(app) -> str | None:
+    """On an empty users table, create `admin` with a random password and return it."""
+    from sqlalchemy import func, select
+
+    from . import users
+    from .models import User
+
+    database = app.extensions["userboard.db"]
+    with database.session() as session:
+        if session.scalar(select(func.count()).select_from(User)):
+            return None
+        password = secrets.token_urlsafe(12)
+        users.create_user(
+            session,
+            {"username": "admin", "email": "admin@example.com", "role": "admin",
+             "status": "active", "password": password},
+        )
+        return password
+
+
+def run_server(settings: Settings, host: str, port: int) -> None:
+    from .app import create_app
+
+    app = create_app(settings=settings)
+    server = WSGIServer((host, port), app, handler_class=NoDelayHandler, log=None,
+                        error_log=logging.getLogger("userboard.wsgi"))
+    server.init_socket()
+    actual_port = server.socket.getsockname()[1]
+    url = f"http://{host}:{actual_port}/"
+    password = ensure_first_admin(app)
+    if password:
+        print(f"Created admin 'admin' with password: {password}  (shown once)", flush=True)
+    print(f"userboard serving on {url}", flush=True)
+    sys.stdout.flush()
+    server.serve_forever()

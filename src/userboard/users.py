@@ -1,0 +1,212 @@
+"""Creating, changing and deleting users: the one place their rules live. Imports no Flask.
+
+The JSON API, the web forms and the CLI all call these functions and translate `UserError` into
+their own kind of answer (HTTP status, form message, one-line CLI error). Each write commits, so
+its events are published by the change capture wired on the session's factory.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from .auth import hash_password
+from .models import ROLES, STATUSES, User
+
+USERNAME_RE = re.compile(r"[A-Za-z0-9_.-]{3,32}")
+WRITABLE_FIELDS = ("username", "email", "role", "status", "password")
+MAX_ID = 2**63 - 1
+PASSWORD_MIN, PASSWORD_MAX = 8, 256
+EMAIL_MAX = 254
+
+
+class UserError(Exception):
+    """A write that was refused; nothing was changed.
+
+    `code` is one of bad_request, invalid, conflict, not_found; `fields` maps a field name to a
+    message a person can act on.
+    """
+
+    code = "bad_request"
+
+    def __init__(self, message: str, fields: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.fields = fields or {}
+
+
+class BadRequest(UserError):
+    code = "bad_request"
+
+
+class Invalid(UserError):
+    code = "invalid"
+
+
+class Conflict(UserError):
+    code = "conflict"
+
+
+class NotFound(UserError):
+    code = "not_found"
+
+
+def _has_control_chars(value: str) -> bool:
+    return any(unicodedata.category(ch) in ("Cc", "Cf", "Cs") for ch in value)
+
+
+def clean(data, *, partial: bool) -> dict:
+    """Check types, names and values of user fields; return them normalized.
+
+    Wrong shapes (not an object, unknown field, not a string) are `BadRequest`; values that break
+    a rule are `Invalid`, with one message per field.
+    """
+    if not isinstance(data, dict):
+        raise BadRequest("expected a JSON object")
+    unknown = sorted(k for k in data if k not in WRITABLE_FIELDS)
+    if unknown:
+        raise BadRequest(
+            "unknown field(s): " + ", ".join(unknown), {k: "unknown field" for k in unknown}
+        )
+    wrong = {k: "must be a string" for k, v in data.items() if not isinstance(v, str)}
+    if wrong:
+        raise BadRequest("wrong type for: " + ", ".join(sorted(wrong)), wrong)
+    if not partial:
+        missing = {k: "this field is required" for k in ("username", "email") if not data.get(k)}
+        if missing:
+            raise Invalid("missing required fields", missing)
+
+    out, errors = {}, {}
+    for key, value in data.items():
+        if key != "password":
+            value = value.strip()
+        if _has_control_chars(value):
+            errors[key] = "must not contain control characters"
+            continue
+        check = _CHECKS[key]
+        try:
+            out[key] = check(value)
+        except ValueError as exc:
+            errors[key] = str(exc)
+    if errors:
+        raise Invalid("some fields are not valid", errors)
+    return out
+
+
+def _check_username(value: str) -> str:
+    if not USERNAME_RE.fullmatch(value):
+        raise ValueError("use 3-32 characters: letters, digits, '_', '.' or '-'")
+    return value
+
+
+def _check_email(value: str) -> str:
+    if len(value) > EMAIL_MAX:
+        raise ValueError(f"must be at most {EMAIL_MAX} characters")
+    try:
+        return validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise ValueError(f"not a valid email address: {exc}") from None
+
+
+def _check_role(value: str) -> str:
+    if value not in ROLES:
+        raise ValueError("must be one of: " + ", ".join(ROLES))
+    return value
+
+
+def _check_status(value: str) -> str:
+    if value not in STATUSES:
+        raise ValueError("must be one of: " + ", ".join(STATUSES))
+    return value
+
+
+def _check_password(value: str) -> str:
+    if not PASSWORD_MIN <= len(value) <= PASSWORD_MAX:
+        raise ValueError(f"must be {PASSWORD_MIN}-{PASSWORD_MAX} characters")
+    return value
+
+
+_CHECKS = {
+    "username": _check_username,
+    "email": _check_email,
+    "role": _check_role,
+    "status": _check_status,
+    "password": _check_password,
+}
+
+
+def _check_unique(session: Session, values: dict, user_id: int | None = None) -> None:
+    taken = {}
+    for key, message in (
+        ("username", "this username is already taken"),
+        ("email", "this email is already in use"),
+    ):
+        if key not in values:
+            continue
+        column = getattr(User, key)
+        query = select(User.id).where(func.lower(column) == values[key].lower())
+        if user_id is not None:
+            query = query.where(User.id != user_id)
+        if session.scalar(query.limit(1)) is not None:
+            taken[key] = message
+    if taken:
+        raise Conflict(" and ".join(taken.values()), taken)
+
+
+def _commit(session: Session) -> None:
+    try:
+        session.commit()
+    except IntegrityError:
+        # A concurrent writer took the name between our check and our commit.
+        session.rollback()
+        raise Conflict("username or email already in use") from None
+
+
+def get_user(session: Session, user_id) -> User:
+    """Return the user or raise NotFound (also for ids no database could hold)."""
+    if not isinstance(user_id, int) or isinstance(user_id, bool) or not 1 <= user_id <= MAX_ID:
+        raise NotFound(f"no user with id {user_id}")
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"no user with id {user_id}")
+    return user
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.id)))
+
+
+def create_user(session: Session, data) -> User:
+    values = clean(data, partial=False)
+    _check_unique(session, values)
+    password = values.pop("password", None)
+    user = User(**values)
+    if password is not None:
+        user.password_hash = hash_password(password)
+    session.add(user)
+    _commit(session)
+    return user
+
+
+def update_user(session: Session, user_id, data) -> User:
+    user = get_user(session, user_id)
+    values = clean(data, partial=True)
+    _check_unique(session, values, user.id)
+    password = values.pop("password", None)
+    for key, value in values.items():
+        setattr(user, key, value)
+    if password is not None:
+        user.password_hash = hash_password(password)
+    _commit(session)
+    return user
+
+
+def delete_user(session: Session, user_id) -> None:
+    user = get_user(session, user_id)
+    session.delete(user)
+    _commit(session)

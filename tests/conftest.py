@@ -1,0 +1,92 @@
+"""Fixtures: databases (SQLite file and PostgreSQL), capturing sessions, a real server process."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from userboard.capture import install_capture
+from userboard.db import Base, make_engine, make_session_factory
+from userboard.publish import EventRecorder
+
+from .helpers import IN_CI, ServerProcess, need
+
+PG_ADMIN_URL = os.environ.get(
+    "USERBOARD_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch):
+    """Tests set what they need; nothing leaks in from the developer's shell."""
+    for key in list(os.environ):
+        if key.startswith(("USERBOARD_", "FLASK_")):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A fresh PostgreSQL database for this test run, dropped at the end."""
+    name = f"userboard_test_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # no server here
+        admin.dispose()
+        need(False, f"PostgreSQL not reachable at {PG_ADMIN_URL}: {type(exc).__name__}")
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'capture.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+class CapturingDatabase:
+    """A plain sessionmaker with capture wired, and what it published."""
+
+    def __init__(self, url: str):
+        self.engine = make_engine(url)
+        Base.metadata.drop_all(self.engine)
+        Base.metadata.create_all(self.engine)
+        self.Session = make_session_factory(self.engine)
+        self.recorder = EventRecorder()
+        self.capture = install_capture(self.Session, self.recorder)
+
+    @property
+    def events(self):
+        return self.recorder.events
+
+    @property
+    def names(self):
+        return [e.name for e in self.recorder.events]
+
+
+@pytest.fixture
+def db(db_url):
+    database = CapturingDatabase(db_url)
+    yield database
+    database.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A real `userboard serve` process on SQLite with one admin and one API token."""
+    proc = ServerProcess(tmp_path_factory.mktemp("server"))
+    proc.setup_admin()
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+__all__ = ["IN_CI"]

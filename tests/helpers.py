@@ -1,0 +1,169 @@
+"""Test helpers: a real server process, real Socket.IO clients, service checks."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import socketio
+
+IN_CI = os.environ.get("CI") == "true"
+ADMIN_PASSWORD = "correct-horse-battery"
+EVENT_NAMES = ("users_snapshot", "user_added", "user_updated", "user_deleted")
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip when a service is missing locally; in CI a missing service is a failure."""
+    if not condition:
+        if IN_CI:
+            pytest.fail(f"required in CI: {reason}")
+        pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_cli(*args, cwd, env=None, input=None, timeout=60) -> subprocess.CompletedProcess:
+    """Run the `userboard` command as a user would, in its own process."""
+    return subprocess.run(
+        [sys.executable, "-m", "userboard.cli", *args],
+        cwd=cwd,
+        env=env,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+class ServerProcess:
+    """`userboard serve` in a subprocess, with an admin, a token and an HTTP session."""
+
+    def __init__(self, workdir: Path, env: dict | None = None):
+        self.workdir = Path(workdir)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("USERBOARD_")}
+        self.env.setdefault("USERBOARD_DATABASE_URL", f"sqlite:///{self.workdir / 'ub.db'}")
+        self.env.update(env or {})
+        self.proc: subprocess.Popen | None = None
+        self.output: list[str] = []
+        self.token: str | None = None
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def cli(self, *args, input=None) -> subprocess.CompletedProcess:
+        return run_cli(*args, cwd=self.workdir, env=self.env, input=input)
+
+    def setup_admin(self, username: str = "root") -> None:
+        done = self.cli("create-admin", username, "--email", f"{username}@example.com",
+                        "--password-stdin", input=ADMIN_PASSWORD + "\n")
+        assert done.returncode == 0, done.stderr
+        done = self.cli("token", "create", username)
+        assert done.returncode == 0, done.stderr
+        self.token = done.stdout.strip()
+
+    def start(self, timeout: float = 20) -> None:
+        self.output = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "userboard.cli", "serve", "--port", str(self.port)],
+            cwd=self.workdir, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True,
+        )
+        ready = threading.Event()
+
+        def pump():
+            for line in self.proc.stdout:
+                self.output.append(line)
+                if "serving on" in line:
+                    ready.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        if not ready.wait(timeout):
+            self.stop()
+            raise RuntimeError("server did not start:\n" + "".join(self.output))
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def api(self, token: str | None = None) -> requests.Session:
+        """An HTTP session that authenticates with the bearer token."""
+        http = requests.Session()
+        http.headers["Authorization"] = f"Bearer {token or self.token}"
+        return http
+
+    def login(self, username: str = "root", password: str = ADMIN_PASSWORD) -> requests.Session:
+        """An HTTP session logged in through the login form, with its CSRF token as attribute."""
+        http = requests.Session()
+        page = http.get(self.url + "/login")
+        csrf = _meta_csrf(page.text)
+        answer = http.post(self.url + "/login",
+                           data={"username": username, "password": password, "csrf_token": csrf})
+        assert answer.status_code == 200, answer.text[:300]
+        http.csrf_token = _meta_csrf(answer.text)
+        return http
+
+
+def _meta_csrf(html: str) -> str:
+    marker = 'name="csrf-token" content="'
+    start = html.index(marker) + len(marker)
+    return html[start:html.index('"', start)]
+
+
+class LiveClient:
+    """A python-socketio client on /users that records every event it receives."""
+
+    def __init__(self, url: str, auth=None, headers=None, transports=("websocket",)):
+        self.url, self.auth, self.headers, self.transports = url, auth, headers, list(transports)
+        self.sio = socketio.Client(reconnection=False)
+        self.received: list[tuple[str, dict]] = []
+        self._cond = threading.Condition()
+        for name in EVENT_NAMES:
+            self.sio.on(name, self._handler(name), namespace="/users")
+
+    def _handler(self, name):
+        def handle(data):
+            with self._cond:
+                self.received.append((name, data))
+                self._cond.notify_all()
+
+        return handle
+
+    def connect(self) -> LiveClient:
+        self.sio.connect(self.url, namespaces=["/users"], auth=self.auth, headers=self.headers,
+                         transports=self.transports, wait_timeout=10)
+        return self
+
+    def close(self) -> None:
+        self.sio.disconnect()
+
+    def wait_for(self, predicate, timeout: float = 10) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: predicate(self), timeout)
+
+    def changes(self) -> list[tuple[str, dict]]:
+        """Change events, ordered by seq (the threaded client may hand them over reordered)."""
+        with self._cond:
+            items = [(n, d) for n, d in self.received if n != "users_snapshot"]
+        return sorted(items, key=lambda item: item[1]["seq"])
+
+    def snapshots(self) -> list[dict]:
+        with self._cond:
+            return [d for n, d in self.received if n == "users_snapshot"]
+
+    def wait_for_seq(self, seq: int, timeout: float = 10) -> bool:
+        return self.wait_for(lambda c: any(d["seq"] >= seq for _, d in c.changes()), timeout)
