@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -86,7 +85,8 @@ class ServerProcess:
                 if "serving on" in line:
                     ready.set()
 
-        threading.Thread(target=pump, daemon=True).start()
+        self._pump = threading.Thread(target=pump, daemon=True)
+        self._pump.start()
         if not ready.wait(timeout):
             self.stop()
             raise RuntimeError("server did not start:\n" + "".join(self.output))
@@ -99,6 +99,9 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc is not None and self.proc.stdout is not None:
+            self._pump.join(5)
+            self.proc.stdout.close()
 
     def api(self, token: str | None = None) -> requests.Session:
         """An HTTP session that authenticates with the bearer token."""

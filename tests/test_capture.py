@@ -233,7 +233,7 @@ def test_bulk_update_by_primary_key(db):
 
 def test_bulk_delete_emits_one_event_per_row(db):
     with db.Session() as s:
-        alice, bob, carol = add(s, "alice"), add(s, "bob"), add(s, "carol")
+        alice, _bob, carol = add(s, "alice"), add(s, "bob"), add(s, "carol")
         s.commit()
         ids = [alice.id, carol.id]
         db.recorder.clear()

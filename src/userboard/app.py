@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Flask, g
 from flask_socketio import SocketIO
+from flask_wtf.csrf import generate_csrf
 
 from .bootstrap import open_database
 from .capture import current_seq, last_commit_seq
@@ -47,6 +48,8 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
     socketio.on_namespace(UsersNamespace())
     app.extensions["userboard.socketio"] = socketio
     database.capture.publishers.append(QueuedEmitter(socketio))
+
+    app.jinja_env.globals["csrf_token"] = generate_csrf
 
     @app.teardown_appcontext
     def _close_session(_exc):

@@ -1,0 +1,120 @@
+"""The /users namespace against a real server, with real python-socketio clients."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import requests
+import socketio
+
+from .helpers import LiveClient
+
+
+def cookie_header(http: requests.Session) -> dict:
+    return {"Cookie": "; ".join(f"{c.name}={c.value}" for c in http.cookies)}
+
+
+def test_connect_sends_snapshot_equal_to_the_api(server):
+    api = server.api()
+    api.post(server.url + "/api/users", json={"username": "snap", "email": "snap@example.com"})
+    client = LiveClient(server.url, auth={"token": server.token}).connect()
+    try:
+        assert client.wait_for(lambda c: c.snapshots())
+        assert client.snapshots()[0] == api.get(server.url + "/api/users").json()
+    finally:
+        client.close()
+
+
+def test_two_clients_see_fifty_writes_in_order_with_contiguous_seq(server):
+    api = server.api()
+    token_client = LiveClient(server.url, auth={"token": server.token}).connect()
+    # The second client authenticates with a logged-in admin's session cookie, over polling.
+    cookie_client = LiveClient(server.url, headers=cookie_header(server.login()),
+                               transports=["polling"]).connect()
+    clients = [token_client, cookie_client]
+    try:
+        for client in clients:
+            assert client.wait_for(lambda c: c.snapshots())
+        start = token_client.snapshots()[0]["seq"]
+
+        answers, ids = [], []
+        for i in range(20):
+            r = api.post(server.url + "/api/users",
+                         json={"username": f"live{i:02}", "email": f"live{i:02}@example.com"})
+            assert r.status_code == 201
+            answers.append(("user_added", r.json()))
+            ids.append(r.json()["user"]["id"])
+        for i in range(20):
+            body = {"status": "disabled"} if i % 2 else {"email": f"moved{i:02}@example.com"}
+            r = api.patch(f"{server.url}/api/users/{ids[i]}", json=body)
+            assert r.status_code == 200
+            answers.append(("user_updated", r.json()))
+        for i in range(10):
+            r = api.delete(f"{server.url}/api/users/{ids[i]}")
+            assert r.status_code == 200
+            answers.append(("user_deleted", r.json()))
+
+        last = answers[-1][1]["seq"]
+        assert last == start + 50
+        for client in clients:
+            assert client.wait_for_seq(last), client.changes()[-3:]
+            received = client.changes()
+            assert [d["seq"] for _, d in received] == list(range(start + 1, last + 1))
+            assert [n for n, _ in received] == [n for n, _ in answers]
+            for (name, data), (_, answer) in zip(received, answers, strict=True):
+                assert data["seq"] == answer["seq"]
+                if name == "user_added":
+                    assert data["user"] == answer["user"]
+                elif name == "user_updated":
+                    user = answer["user"]
+                    assert data["id"] == user["id"] and data["version"] == user["version"]
+                    assert data["changes"] == {k: user[k] for k in data["changes"]}
+                    assert "updated_at" in data["changes"]
+                else:
+                    assert set(data) == {"seq", "id"}
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_bad_token_is_refused_and_receives_nothing(server):
+    client = LiveClient(server.url, auth={"token": "not-a-token"})
+    try:
+        client.connect()
+    except socketio.exceptions.ConnectionError:
+        pass
+    else:
+        raise AssertionError("connection with a bad token was accepted")
+    server.api().post(server.url + "/api/users",
+                      json={"username": "unseen", "email": "unseen@example.com"})
+    time.sleep(0.3)
+    assert client.received == []
+
+
+def test_anonymous_polling_handshake_gets_no_user_data(server):
+    """Speak Engine.IO by hand: nothing but a refusal may come back, even while writes happen."""
+    http = requests.Session()
+    opened = http.get(server.url + "/socket.io/?EIO=4&transport=polling")
+    sid = re.search(r'"sid":"([^"]+)"', opened.text).group(1)
+    poll = f"{server.url}/socket.io/?EIO=4&transport=polling&sid={sid}"
+    assert http.post(poll, data="40/users,{}").text.lower() == "ok"
+    server.api().post(server.url + "/api/users",
+                      json={"username": "secret_row", "email": "secret@example.com"})
+    answer = http.get(poll).text
+    assert answer.startswith("44/users,")  # CONNECT_ERROR
+    assert "secret" not in answer and "@" not in answer
+    assert "42/users" not in answer
+
+
+def test_logged_out_cookie_is_refused(server):
+    http = requests.Session()
+    http.get(server.url + "/login")  # a session cookie, but nobody logged in
+    client = LiveClient(server.url, headers=cookie_header(http), transports=["polling"])
+    try:
+        client.connect()
+    except socketio.exceptions.ConnectionError:
+        pass
+    else:
+        raise AssertionError("anonymous session cookie was accepted")
+    assert client.received == []
