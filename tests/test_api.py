@@ -166,3 +166,22 @@ def test_body_over_64_kb_gets_413(server, api):
 def test_wrong_method_gets_405_json(server, api):
     answer = api.put(server.url + "/api/users")
     assert answer.status_code == 405 and error_of(answer)["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("change", [{"status": "disabled"}, {"role": "user"}, None])
+def test_token_stops_working_when_its_admin_is_disabled_demoted_or_deleted(server, api, change):
+    name = f"tok_{'deleted' if change is None else next(iter(change))}"
+    created = api.post(server.url + "/api/users", json={
+        "username": name, "email": f"{name}@example.com", "role": "admin", "password": "pass-word-1"})
+    assert created.status_code == 201
+    user_id = created.json()["user"]["id"]
+    done = server.cli("token", "create", name)
+    assert done.returncode == 0, done.stderr
+    theirs = server.api(done.stdout.strip())
+    assert theirs.get(server.url + "/api/users").status_code == 200
+    if change is None:
+        assert api.delete(f"{server.url}/api/users/{user_id}").status_code == 200
+    else:
+        assert api.patch(f"{server.url}/api/users/{user_id}", json=change).status_code == 200
+    answer = theirs.get(server.url + "/api/users")
+    assert answer.status_code == 401 and error_of(answer)["code"] == "unauthorized"

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import threading
 
 import pytest
 from sqlalchemy import delete, func, select, update
 
 from userboard.capture import current_seq, last_commit_seq
 from userboard.models import ChangeLog, User
+from userboard.publish import QueuedEmitter
 
 from .conftest import CapturingDatabase
 
@@ -319,3 +321,24 @@ def test_capture_imports_without_flask():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_slow_network_does_not_hold_up_the_commit(db):
+    """The socket emitter sends from its own worker: a stuck send leaves commits free."""
+    release, sent = threading.Event(), []
+
+    class StuckEmitter:
+        def emit(self, name, data, namespace, room):
+            release.wait(10)
+            sent.append((name, data["seq"], namespace, room))
+
+    emitter = QueuedEmitter(StuckEmitter())
+    db.capture.publishers.append(emitter)
+    with db.Session() as s:
+        for name in ("alice", "bob"):
+            add(s, name)
+            s.commit()  # returns although the first send is still stuck
+        assert sent == []
+    release.set()
+    assert emitter.flush(5)
+    assert sent == [("user_added", 1, "/users", "admins"), ("user_added", 2, "/users", "admins")]
