@@ -10,6 +10,7 @@ from .bootstrap import open_database
 from .capture import current_seq, last_commit_seq
 from .config import Settings, load_or_create_secret_key, secret_key_path
 from .publish import QueuedEmitter
+from .relay import SentSeqs
 from .realtime import UsersNamespace
 
 MAX_BODY_BYTES = 64 * 1024
@@ -47,7 +48,9 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
     )
     socketio.on_namespace(UsersNamespace())
     app.extensions["userboard.socketio"] = socketio
-    database.capture.publishers.append(QueuedEmitter(socketio))
+    sent = SentSeqs()
+    app.extensions["userboard.sent_seqs"] = sent
+    database.capture.publishers.append(QueuedEmitter(socketio, on_sent=sent.mark))
 
     app.jinja_env.globals["csrf_token"] = generate_csrf
 
@@ -57,13 +60,17 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         if session is not None:
             session.close()
 
+    from . import errors, i18n, security
     from .api import bp as api_bp
-    from .errors import init_app as init_errors
+    from .auth import LoginThrottle
     from .web import bp as web_bp
 
+    app.extensions["userboard.login_throttle"] = LoginThrottle()
+    i18n.init_app(app)
+    security.init_app(app)
+    errors.init_app(app)
     app.register_blueprint(web_bp)
     app.register_blueprint(api_bp)
-    init_errors(app)
     return app
 
 

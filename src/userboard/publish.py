@@ -26,8 +26,9 @@ class QueuedEmitter:
     and logged; clients notice the gap by seq and resync from the change log.
     """
 
-    def __init__(self, emitter, maxsize: int = 10_000):
+    def __init__(self, emitter, maxsize: int = 10_000, on_sent=None):
         self.emitter = emitter
+        self.on_sent = on_sent  # called with each seq handed to the emitter
         self._queue: queue.Queue = queue.Queue(maxsize)
         self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -53,8 +54,9 @@ class QueuedEmitter:
         while True:
             item = self._queue.get()
             try:
-                if item is not None:
-                    self.emitter.emit(item.name, item.data, namespace=NAMESPACE, room=ROOM)
+                self.emitter.emit(item.name, item.data, namespace=NAMESPACE, room=ROOM)
+                if self.on_sent is not None:
+                    self.on_sent(item.seq)
             except Exception:
                 log.exception("emit of seq=%s failed; clients will resync", item.seq)
             finally:

@@ -54,6 +54,22 @@ def ensure_first_admin(app) -> str | None:
         return password
 
 
+def start_relay(app) -> None:
+    """Deliver events that other processes committed (see relay.py)."""
+    from .events import NAMESPACE, ROOM
+    from .relay import ChangeLogRelay
+
+    socketio = app.extensions["userboard.socketio"]
+
+    def emit_local(name, payload):
+        socketio.server.emit(name, payload, namespace=NAMESPACE, to=ROOM, ignore_queue=True)
+
+    relay = ChangeLogRelay(app.extensions["userboard.db"].sessions, emit_local,
+                           app.extensions["userboard.sent_seqs"])
+    relay.start_at_current()
+    socketio.start_background_task(relay.run_forever)
+
+
 def run_server(settings: Settings, host: str, port: int) -> None:
     from .app import create_app
 
@@ -66,6 +82,7 @@ def run_server(settings: Settings, host: str, port: int) -> None:
     password = ensure_first_admin(app)
     if password:
         print(f"Created admin 'admin' with password: {password}  (shown once)", flush=True)
+    start_relay(app)
     print(f"userboard serving on {url}", flush=True)
     sys.stdout.flush()
     server.serve_forever()

@@ -21,6 +21,12 @@ from .models import ROLES, STATUSES, User
 USERNAME_RE = re.compile(r"[A-Za-z0-9_.-]{3,32}")
 WRITABLE_FIELDS = ("username", "email", "role", "status", "password")
 MAX_ID = 2**63 - 1
+
+
+def N_(message: str) -> str:
+    """Mark a message for translation (the web pages translate it; this module stays Babel-free)."""
+    return message
+
 PASSWORD_MIN, PASSWORD_MAX = 8, 256
 EMAIL_MAX = 254
 
@@ -71,22 +77,22 @@ def clean(data, *, partial: bool) -> dict:
     unknown = sorted(k for k in data if k not in WRITABLE_FIELDS)
     if unknown:
         raise BadRequest(
-            "unknown field(s): " + ", ".join(unknown), {k: "unknown field" for k in unknown}
+            "unknown field(s): " + ", ".join(unknown), {k: N_("unknown field") for k in unknown}
         )
-    wrong = {k: "must be a string" for k, v in data.items() if not isinstance(v, str)}
+    wrong = {k: N_("must be a string") for k, v in data.items() if not isinstance(v, str)}
     if wrong:
         raise BadRequest("wrong type for: " + ", ".join(sorted(wrong)), wrong)
     if not partial:
-        missing = {k: "this field is required" for k in ("username", "email") if not data.get(k)}
+        missing = {k: N_("this field is required") for k in ("username", "email") if not data.get(k)}
         if missing:
-            raise Invalid("missing required fields", missing)
+            raise Invalid(N_("some fields are not valid"), missing)
 
     out, errors = {}, {}
     for key, value in data.items():
         if key != "password":
             value = value.strip()
         if _has_control_chars(value):
-            errors[key] = "must not contain control characters"
+            errors[key] = N_("must not contain control characters")
             continue
         check = _CHECKS[key]
         try:
@@ -94,40 +100,40 @@ def clean(data, *, partial: bool) -> dict:
         except ValueError as exc:
             errors[key] = str(exc)
     if errors:
-        raise Invalid("some fields are not valid", errors)
+        raise Invalid(N_("some fields are not valid"), errors)
     return out
 
 
 def _check_username(value: str) -> str:
     if not USERNAME_RE.fullmatch(value):
-        raise ValueError("use 3-32 characters: letters, digits, '_', '.' or '-'")
+        raise ValueError(N_("use 3-32 characters: letters, digits, '_', '.' or '-'"))
     return value
 
 
 def _check_email(value: str) -> str:
     if len(value) > EMAIL_MAX:
-        raise ValueError(f"must be at most {EMAIL_MAX} characters")
+        raise ValueError(N_("must be at most 254 characters"))
     try:
         return validate_email(value, check_deliverability=False).normalized
     except EmailNotValidError as exc:
-        raise ValueError(f"not a valid email address: {exc}") from None
+        raise ValueError(N_("not a valid email address")) from exc
 
 
 def _check_role(value: str) -> str:
     if value not in ROLES:
-        raise ValueError("must be one of: " + ", ".join(ROLES))
+        raise ValueError(N_("must be admin or user"))
     return value
 
 
 def _check_status(value: str) -> str:
     if value not in STATUSES:
-        raise ValueError("must be one of: " + ", ".join(STATUSES))
+        raise ValueError(N_("must be active or disabled"))
     return value
 
 
 def _check_password(value: str) -> str:
     if not PASSWORD_MIN <= len(value) <= PASSWORD_MAX:
-        raise ValueError(f"must be {PASSWORD_MIN}-{PASSWORD_MAX} characters")
+        raise ValueError(N_("must be 8-256 characters"))
     return value
 
 
@@ -143,8 +149,8 @@ _CHECKS = {
 def _check_unique(session: Session, values: dict, user_id: int | None = None) -> None:
     taken = {}
     for key, message in (
-        ("username", "this username is already taken"),
-        ("email", "this email is already in use"),
+        ("username", N_("this username is already taken")),
+        ("email", N_("this email is already in use")),
     ):
         if key not in values:
             continue
@@ -164,7 +170,7 @@ def _commit(session: Session) -> None:
     except IntegrityError:
         # A concurrent writer took the name between our check and our commit.
         session.rollback()
-        raise Conflict("username or email already in use") from None
+        raise Conflict(N_("this username or email is already in use")) from None
 
 
 def get_user(session: Session, user_id) -> User:
@@ -193,9 +199,23 @@ def create_user(session: Session, data) -> User:
     return user
 
 
-def update_user(session: Session, user_id, data) -> User:
+class StaleVersion(Conflict):
+    """The caller edited an older version of the row; `current` is the row as it is now."""
+
+    def __init__(self, current: dict):
+        super().__init__(
+            N_("this user was changed by someone else; review the current values and try again"),
+            {"version": f"the current version is {current['version']}"},
+        )
+        self.current = current
+
+
+def update_user(session: Session, user_id, data, expected_version=None) -> User:
+    """Change fields of a user; with `expected_version`, refuse if the row has moved on."""
     user = get_user(session, user_id)
     values = clean(data, partial=True)
+    if expected_version is not None and expected_version != user.version:
+        raise StaleVersion(user.to_dict())
     _check_unique(session, values, user.id)
     password = values.pop("password", None)
     for key, value in values.items():

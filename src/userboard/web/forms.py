@@ -1,14 +1,52 @@
-"""Flask-WTF forms: CSRF on every POST. Field rules live in users.py, not here."""
+"""Flask-WTF forms: CSRF on every POST. Field rules live in users.py, not here.
 
+The forms only carry what was typed; `users.py` validates it and its field messages are put
+next to the fields (see `show_errors`).
+"""
+
+from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import PasswordField, StringField
+from wtforms import HiddenField, PasswordField, SelectField, StringField
 from wtforms.validators import InputRequired, Length
+
+ROLE_CHOICES = [("user", _l("user")), ("admin", _l("admin"))]
+STATUS_CHOICES = [("active", _l("active")), ("disabled", _l("disabled"))]
 
 
 class LoginForm(FlaskForm):
-    username = StringField("Username", validators=[InputRequired(), Length(max=64)])
-    password = PasswordField("Password", validators=[InputRequired(), Length(max=256)])
+    username = StringField(
+        _l("Username"), validators=[InputRequired(), Length(max=64)],
+        render_kw={"autocomplete": "username"},
+    )
+    password = PasswordField(
+        _l("Password"), validators=[InputRequired(), Length(max=256)],
+        render_kw={"autocomplete": "current-password"},
+    )
 
 
-class LogoutForm(FlaskForm):
-    """Only the CSRF token: logging out is a POST so no other site can trigger it."""
+class UserForm(FlaskForm):
+    username = StringField(_l("Username"))
+    email = StringField(_l("Email"))
+    role = SelectField(_l("Role"), choices=ROLE_CHOICES, validate_choice=False)
+    status = SelectField(_l("Status"), choices=STATUS_CHOICES, validate_choice=False)
+    password = PasswordField(
+        _l("Password (admins only, optional)"), render_kw={"autocomplete": "new-password"}
+    )
+
+    def user_data(self) -> dict:
+        """What was submitted, for users.py; an empty password means 'no password'."""
+        data = {k: self[k].data or "" for k in ("username", "email", "role", "status")}
+        if self.password.data:
+            data["password"] = self.password.data
+        return data
+
+
+class EditUserForm(UserForm):
+    version = HiddenField()
+    password = PasswordField(
+        _l("New password (leave empty to keep)"), render_kw={"autocomplete": "new-password"}
+    )
+
+
+class CsrfOnlyForm(FlaskForm):
+    """Just the CSRF token: logout and delete are POSTs no other site can trigger."""

@@ -1,0 +1,99 @@
+"""The server's change-log relay: deliver events committed by other processes. Imports no Flask.
+
+A CLI job or script without a message queue cannot reach the server's sockets, and a publish can
+be lost (a Redis outage). The change log has every event, so the server polls it: every
+`interval` seconds it reads the rows after the highest seq it knows was sent in order, and emits
+those it has not sent itself, to its own clients only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from sqlalchemy import select
+
+from .capture import current_seq
+from .models import ChangeLog
+
+log = logging.getLogger(__name__)
+
+BATCH = 1000
+
+
+class SentSeqs:
+    """Which seqs this process has emitted: everything up to `floor`, plus a few beyond it."""
+
+    def __init__(self, floor: int = 0):
+        self.floor = floor
+        self._above: set[int] = set()
+        self._lock = threading.Lock()
+
+    def mark(self, seq: int) -> None:
+        with self._lock:
+            if seq > self.floor:
+                self._above.add(seq)
+            while self.floor + 1 in self._above:
+                self.floor += 1
+                self._above.discard(self.floor)
+
+    def skip_to(self, seq: int) -> None:
+        """Treat everything up to `seq` as sent (history before start, or pruned rows)."""
+        with self._lock:
+            if seq > self.floor:
+                self.floor = seq
+                self._above = {s for s in self._above if s > seq}
+            while self.floor + 1 in self._above:
+                self.floor += 1
+                self._above.discard(self.floor)
+
+    def __contains__(self, seq: int) -> bool:
+        with self._lock:
+            return seq <= self.floor or seq in self._above
+
+
+class ChangeLogRelay:
+    """Poll the change log and emit what this process has not sent."""
+
+    def __init__(self, sessions, emit, sent: SentSeqs, interval: float = 0.5):
+        self.sessions = sessions
+        self.emit = emit  # emit(name, payload): to this process's own clients only
+        self.sent = sent
+        self.interval = interval
+
+    def start_at_current(self) -> None:
+        with self.sessions() as session:
+            self.sent.skip_to(current_seq(session))
+
+    def poll_once(self) -> int:
+        """Emit unsent events from the change log; return how many were emitted."""
+        emitted = 0
+        with self.sessions() as session:
+            latest = current_seq(session)
+            if latest <= self.sent.floor:
+                return 0
+            rows = session.execute(
+                select(ChangeLog.seq, ChangeLog.event, ChangeLog.payload)
+                .where(ChangeLog.seq > self.sent.floor, ChangeLog.seq <= latest)
+                .order_by(ChangeLog.seq)
+                .limit(BATCH)
+            ).all()
+        if rows and rows[0].seq > self.sent.floor + 1:
+            # Committed (seq <= latest) yet not in the log: pruned before we got to them.
+            self.sent.skip_to(rows[0].seq - 1)
+        for row in rows:
+            if row.seq not in self.sent:
+                self.emit(row.event, row.payload)
+                emitted += 1
+            self.sent.mark(row.seq)
+        return emitted
+
+    def run_forever(self, sleep=time.sleep) -> None:
+        """Poll until the process ends; call start_at_current() first."""
+        while True:
+            sleep(self.interval)
+            try:
+                self.poll_once()
+            except Exception:  # a database hiccup must not end the relay
+                log.exception("change-log relay poll failed; retrying")

@@ -1,0 +1,69 @@
+"""Playwright helpers: Debian's chromium, logged-in pages, no network but loopback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .helpers import ADMIN_PASSWORD, need
+
+CHROMIUM = Path("/usr/bin/chromium")
+VENDOR = Path(__file__).resolve().parents[1] / "src/userboard/web/static/vendor/socket.io.esm.min.js"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    need(CHROMIUM.exists(), "Debian's chromium is not installed (apt-get install chromium)")
+    need(VENDOR.exists(), "the socket.io client is not built (run `npm ci`)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+class Tab:
+    """One logged-in browser context and page, collecting page errors."""
+
+    def __init__(self, browser, server, locale: str = "en-US", login: bool = True):
+        self.server = server
+        self.context = browser.new_context(locale=locale, viewport={"width": 1100, "height": 760})
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        self.page.on("dialog", lambda dialog: dialog.accept())
+        if login:
+            self.login()
+
+    def login(self, username: str = "root", password: str = ADMIN_PASSWORD) -> None:
+        self.page.goto(self.server.url + "/login")
+        self.page.fill("#login input[name=username]", username)
+        self.page.fill("#login input[name=password]", password)
+        self.page.click("#login button[type=submit]")
+        self.page.wait_for_selector('body[data-socket="connected"]')
+
+    def row(self, user_id: int):
+        return self.page.locator(f'table#users tr[data-user-id="{user_id}"]')
+
+    def cell(self, user_id: int, field: str):
+        return self.row(user_id).locator(f'td[data-field="{field}"]')
+
+    def mark_no_reload(self) -> None:
+        self.page.evaluate("window.__noReload = true")
+
+    def was_not_reloaded(self) -> bool:
+        return self.page.evaluate("window.__noReload === true")
+
+    def close(self) -> None:
+        self.context.close()
