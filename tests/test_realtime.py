@@ -118,3 +118,19 @@ def test_logged_out_cookie_is_refused(server):
     else:
         raise AssertionError("anonymous session cookie was accepted")
     assert client.received == []
+
+
+def test_cli_write_without_message_queue_reaches_a_connected_client(server):
+    """The server relays change-log rows other processes committed (no queue configured)."""
+    client = LiveClient(server.url, auth={"token": server.token}).connect()
+    try:
+        assert client.wait_for(lambda c: c.snapshots())
+        done = server.cli("users", "add", "from_cli", "--email", "from_cli@example.com")
+        assert done.returncode == 0, done.stderr
+        seq = int(done.stdout.strip().rsplit("seq=", 1)[1])
+        # The relay polls twice a second; the issue allows 3 s.
+        assert client.wait_for_seq(seq, timeout=3)
+        name, data = [c for c in client.changes() if c[1]["seq"] == seq][0]
+        assert name == "user_added" and data["user"]["username"] == "from_cli"
+    finally:
+        client.close()
