@@ -19,7 +19,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from playwright.sync_api import sync_playwright  # noqa: E402
-
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, Tab  # noqa: E402
 from tests.helpers import ServerProcess  # noqa: E402
 

@@ -35,7 +35,8 @@ def test_wrong_password_and_unknown_user_get_the_same_message(server):
 
 def test_only_active_admins_with_a_password_log_in(server):
     api = server.api()
-    for name, extra in (("plainuser", {"role": "user"}), ("offadmin", {"role": "admin", "status": "disabled"})):
+    cases = (("plainuser", {"role": "user"}), ("offadmin", {"role": "admin", "status": "disabled"}))
+    for name, extra in cases:
         assert api.post(server.url + "/api/users", json={
             "username": name, "email": f"{name}@example.com", "password": "pass-word-1", **extra,
         }).status_code == 201

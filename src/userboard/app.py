@@ -10,8 +10,8 @@ from .bootstrap import open_database
 from .capture import current_seq, last_commit_seq
 from .config import Settings, load_or_create_secret_key, secret_key_path
 from .publish import QueuedEmitter
-from .relay import SentSeqs
 from .realtime import UsersNamespace
+from .relay import SentSeqs
 
 MAX_BODY_BYTES = 64 * 1024
 
