@@ -45,6 +45,24 @@ def postgres_url():
     admin.dispose()
 
 
+REDIS_URL = os.environ.get("USERBOARD_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """A reachable Redis server for message-queue tests."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        need(False, f"Redis not reachable at {REDIS_URL}: {type(exc).__name__}")
+    finally:
+        client.close()
+    return REDIS_URL
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request, tmp_path):
     if request.param == "sqlite":

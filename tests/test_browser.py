@@ -231,3 +231,54 @@ def test_pages_send_a_csp_without_inline_script(server):
     script_src = re.search(r"script-src ([^;]+)", policy).group(1)
     assert "'unsafe-inline'" not in script_src and "'self'" in script_src
     assert "<script>" not in answer.text  # scripts are modules loaded from files only
+
+
+def table_rows(tab) -> dict[int, dict]:
+    return {
+        int(row["id"]): row
+        for row in tab.page.locator("table#users tbody tr").evaluate_all(
+            """rows => rows.map(r => ({
+                id: r.dataset.userId, version: Number(r.dataset.version),
+                username: r.querySelector('[data-field=username]').textContent,
+                email: r.querySelector('[data-field=email]').textContent,
+                role: r.querySelector('[data-field=role]').dataset.value,
+                status: r.querySelector('[data-field=status]').dataset.value}))"""
+        )
+    }
+
+
+def database_rows(server) -> dict[int, dict]:
+    users = server.api().get(server.url + "/api/users").json()["users"]
+    fields = ("username", "email", "role", "status", "version")
+    return {u["id"]: {"id": str(u["id"]), **{k: u[k] for k in fields}} for u in users}
+
+
+def test_a_cut_tab_catches_up_by_replay_without_reload(tabs, server):
+    one, two = tabs
+    victims = [api_user(server, f"cut{i}") for i in range(3)]
+    expect(two.row(victims[-1]["id"])).to_have_count(1)
+    snapshots = two.page.evaluate("window.userboard.stats.snapshots")
+    two.mark_no_reload()
+    # Cut the connection and keep it down while the other tab writes.
+    two.page.evaluate("window.userboard.socket.io.reconnection(false);"
+                      " window.userboard.socket.io.engine.close()")
+    expect(two.page.locator("body")).not_to_have_attribute("data-socket", "connected")
+
+    one.page.fill("#add-user input[name=username]", "while_away")
+    one.page.fill("#add-user input[name=email]", "while_away@example.com")
+    one.page.click("#add-user button[type=submit]")
+    one.page.goto(f"{server.url}/users/{victims[0]['id']}/edit")
+    one.page.fill("#edit-user input[name=email]", "moved_away@example.com")
+    one.page.click("#edit-user button[type=submit]")
+    one.page.wait_for_selector('body[data-socket="connected"]')
+    one.row(victims[1]["id"]).locator("form.delete button").click()
+    expect(one.row(victims[1]["id"])).to_have_count(0)
+    api_user(server, "api_while_away")
+
+    two.page.evaluate("window.userboard.socket.io.reconnection(true);"
+                      " window.userboard.socket.connect()")
+    expect(two.page.locator("body")).to_have_attribute("data-socket", "connected")
+    expect(two.page.locator('td[data-field="username"]', has_text="api_while_away")).to_have_count(1)
+    assert table_rows(two) == database_rows(server)
+    assert two.page.evaluate("window.userboard.stats.snapshots") == snapshots  # replayed
+    assert two.was_not_reloaded()

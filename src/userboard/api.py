@@ -27,15 +27,15 @@ def require_admin():
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError("unauthorized", "use 'Authorization: Bearer TOKEN'")
-        g.admin = auth.user_for_token(db, token.strip())
-        if g.admin is None:
+        found = auth.token_admin(db, token.strip())
+        if found is None:
             raise ApiError("unauthorized", "invalid or revoked token")
+        g.admin = found[0]
         return
-    if "user_id" not in session:
+    found = auth.login_admin(db, session.get("login"))
+    if found is None:
         raise ApiError("unauthorized", "log in or send a bearer token")
-    g.admin = auth.active_admin(db, session.get("user_id"))
-    if g.admin is None:
-        raise ApiError("forbidden", "this account is not an active admin")
+    g.admin = found[0]
     if request.method not in SAFE_METHODS:
         try:
             validate_csrf(request.headers.get("X-CSRFToken", ""))
@@ -81,8 +81,13 @@ def get_user(user_id: int):
 
 @bp.patch("/users/<int:user_id>")
 def update_user(user_id: int):
+    """Change fields; with "version", only if the row is still at that version."""
     db = db_session()
-    user = users.update_user(db, user_id, json_body())
+    body = json_body()
+    version = body.pop("version", None)
+    if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+        raise ApiError("bad_request", "version must be an integer", {"version": "must be an integer"})
+    user = users.update_user(db, user_id, body, expected_version=version)
     return jsonify(seq=write_seq(db), user=user.to_dict())
 
 

@@ -23,6 +23,7 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
     app.config.from_mapping(
         DATABASE_URL=settings.database_url,
         MESSAGE_QUEUE=settings.message_queue,
+        CHANNEL=settings.channel,
         CHANGE_LOG_SIZE=settings.change_log_size,
         SECRET_KEY=settings.secret_key,
         SOCKETIO_ASYNC_MODE="gevent",
@@ -44,9 +45,12 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         app,
         async_mode=app.config["SOCKETIO_ASYNC_MODE"],
         message_queue=app.config["MESSAGE_QUEUE"],
+        channel=app.config["CHANNEL"],
         max_http_buffer_size=MAX_BODY_BYTES,
     )
-    socketio.on_namespace(UsersNamespace())
+    namespace = UsersNamespace()
+    socketio.on_namespace(namespace)
+    app.extensions["userboard.namespace"] = namespace
     app.extensions["userboard.socketio"] = socketio
     sent = SentSeqs()
     app.extensions["userboard.sent_seqs"] = sent

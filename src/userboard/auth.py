@@ -1,19 +1,22 @@
-"""Admin credentials: password hashing, login checks and API tokens. Imports no Flask.
+"""Admin credentials: passwords, browser logins, API tokens. Imports no Flask.
 
-Only a SHA-256 of a token is stored: tokens are 256 random bits, so a fast hash is enough and a
-database leak does not reveal usable tokens. A token works only while its owner is an active admin.
+Only a SHA-256 of a token or login key is stored: both are 256 random bits, so a fast hash is
+enough and a database leak does not reveal usable credentials. Either works only while its owner
+is an active admin, and only while its row exists (logging out deletes the login's row).
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from .models import ApiToken, User
+from .models import ApiToken, LoginSession, User
 
 # A hash to compare against when the username is unknown, so both paths cost the same time.
 _DUMMY_HASH = generate_password_hash("not-a-real-password")
@@ -34,16 +37,56 @@ def authenticate(session: Session, username: str, password: str) -> User | None:
     return user
 
 
-def active_admin(session: Session, user_id) -> User | None:
-    """The user with this id if it is still an active admin (session cookies are checked so)."""
-    if not isinstance(user_id, int):
+@dataclass(frozen=True)
+class Principal:
+    """Who is behind a request or socket: an active admin and the credential that proved it."""
+
+    user_id: int
+    kind: str  # "session" (a browser login) or "token" (an API token)
+    credential_id: int
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _valid_secret(secret) -> bool:
+    return isinstance(secret, str) and 0 < len(secret) <= 512
+
+
+def start_login(session: Session, user: User) -> str:
+    """Record a browser login and return the key its cookie carries."""
+    key = secrets.token_urlsafe(32)
+    session.add(LoginSession(user_id=user.id, key_hash=_digest(key)))
+    session.commit()
+    return key
+
+
+def end_login(session: Session, key) -> Principal | None:
+    """Forget a browser login (log out); return who it was, if it existed."""
+    if not _valid_secret(key):
         return None
-    user = session.get(User, user_id)
-    return user if user is not None and user.is_active_admin else None
+    row = session.scalar(select(LoginSession).where(LoginSession.key_hash == _digest(key)))
+    if row is None:
+        return None
+    principal = Principal(row.user_id, "session", row.id)
+    session.delete(row)
+    session.commit()
+    return principal
 
 
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+def login_admin(session: Session, key) -> tuple[User, Principal] | None:
+    """The active admin behind a login cookie's key, or None."""
+    if not _valid_secret(key):
+        return None
+    row = session.execute(
+        select(User, LoginSession.id)
+        .join(LoginSession, LoginSession.user_id == User.id)
+        .where(LoginSession.key_hash == _digest(key))
+    ).first()
+    if row is None or not row[0].is_active_admin:
+        return None
+    return row[0], Principal(row[0].id, "session", row[1])
 
 
 def create_token(session: Session, user: User) -> str:
@@ -54,16 +97,37 @@ def create_token(session: Session, user: User) -> str:
     return token
 
 
-def user_for_token(session: Session, token) -> User | None:
-    """The active admin owning this token, or None."""
-    if not isinstance(token, str) or not token or len(token) > 512:
+def token_admin(session: Session, token) -> tuple[User, Principal] | None:
+    """The active admin owning this API token, or None."""
+    if not _valid_secret(token):
         return None
-    user = session.scalar(
-        select(User).join(ApiToken, ApiToken.user_id == User.id).where(
-            ApiToken.token_hash == _digest(token)
+    row = session.execute(
+        select(User, ApiToken.id)
+        .join(ApiToken, ApiToken.user_id == User.id)
+        .where(ApiToken.token_hash == _digest(token))
+    ).first()
+    if row is None or not row[0].is_active_admin:
+        return None
+    return row[0], Principal(row[0].id, "token", row[1])
+
+
+def still_valid(session: Session, principals: Iterable[Principal]) -> set[Principal]:
+    """Those principals whose credential still exists and whose user is still an active admin."""
+    principals = set(principals)
+    if not principals:
+        return set()
+    users = {p.user_id for p in principals}
+    admins = set(
+        session.scalars(
+            select(User.id).where(User.id.in_(users), User.role == "admin", User.status == "active")
         )
     )
-    return user if user is not None and user.is_active_admin else None
+    logins = {p.credential_id for p in principals if p.kind == "session"}
+    tokens = {p.credential_id for p in principals if p.kind == "token"}
+    live_logins = set(session.scalars(select(LoginSession.id).where(LoginSession.id.in_(logins))))
+    live_tokens = set(session.scalars(select(ApiToken.id).where(ApiToken.id.in_(tokens))))
+    live = {"session": live_logins, "token": live_tokens}
+    return {p for p in principals if p.user_id in admins and p.credential_id in live[p.kind]}
 
 
 class LoginThrottle:

@@ -40,7 +40,10 @@ class Database:
 
 
 def open_database(
-    url: str, message_queue: str | None = None, retention: int = DEFAULT_RETENTION
+    url: str,
+    message_queue: str | None = None,
+    retention: int = DEFAULT_RETENTION,
+    channel: str = "userboard",
 ) -> Database:
     """Open `url` with change capture; publish through `message_queue` (write-only) if given."""
     engine = make_engine(url)
@@ -48,15 +51,15 @@ def open_database(
     capture = install_capture(sessions, retention=retention)
     emitter = None
     if message_queue:
-        emitter = QueuedEmitter(write_only_emitter(message_queue))
+        emitter = QueuedEmitter(write_only_emitter(message_queue, channel))
         capture.publishers.append(emitter)
     return Database(engine, sessions, capture, emitter)
 
 
-def write_only_emitter(message_queue: str):
+def write_only_emitter(message_queue: str, channel: str = "userboard"):
     """A python-socketio client manager that only publishes to the queue (no server here)."""
     import socketio  # python-socketio, not Flask
 
     if message_queue.startswith(("redis://", "rediss://", "unix://")):
-        return socketio.RedisManager(message_queue, write_only=True)
-    return socketio.KombuManager(message_queue, write_only=True)
+        return socketio.RedisManager(message_queue, channel=channel, write_only=True)
+    return socketio.KombuManager(message_queue, channel=channel, write_only=True)

@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 STATE_KEY = "userboard.capture"
 LAST_SEQ_KEY = "userboard.last_commit_seq"
 DEFAULT_RETENTION = 10_000
-# Old change-log rows are trimmed each time seq crosses a multiple of this, not on every commit.
+# Old change-log rows are trimmed when seq crosses a multiple of this (at most 100, or a tenth of
+# the retention), not on every commit.
 PRUNE_EVERY = 100
 
 
@@ -305,7 +306,8 @@ class ChangeCapture:
                 for e in state.prepared
             ],
         )
-        if last // PRUNE_EVERY != (first - 1) // PRUNE_EVERY:
+        every = max(1, min(PRUNE_EVERY, self.retention // 10))
+        if last // every != (first - 1) // every:
             log_table = ChangeLog.__table__
             connection.execute(delete(log_table).where(log_table.c.seq <= last - self.retention))
 

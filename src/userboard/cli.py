@@ -37,7 +37,8 @@ def _open_db(settings: Settings, migrate: bool = True):
 
     if migrate:
         _upgrade(upgrade, settings.database_url)
-    return open_database(settings.database_url, settings.message_queue, settings.change_log_size)
+    return open_database(settings.database_url, settings.message_queue,
+                         settings.change_log_size, settings.channel)
 
 
 def _upgrade(upgrade, url: str) -> None:

@@ -3,6 +3,8 @@
 USERBOARD_DATABASE_URL     default sqlite:///userboard.db (in the current directory)
 USERBOARD_MESSAGE_QUEUE    e.g. redis://127.0.0.1:6379/0; unset means a single server process
 USERBOARD_SECRET_KEY       unset: generated once, kept beside the database with mode 0600
+USERBOARD_CHANNEL          the message queue channel (default "userboard"); installs that share
+                           one Redis but not one database need different channels
 USERBOARD_CHANGE_LOG_SIZE  how many recent events the change log keeps (default 10000)
 """
 
@@ -26,6 +28,7 @@ class ConfigError(Exception):
 class Settings:
     database_url: str
     message_queue: str | None
+    channel: str
     secret_key: str | None
     change_log_size: int
 
@@ -38,6 +41,7 @@ class Settings:
         return cls(
             database_url=env.get("USERBOARD_DATABASE_URL") or DEFAULT_DATABASE_URL,
             message_queue=env.get("USERBOARD_MESSAGE_QUEUE") or None,
+            channel=env.get("USERBOARD_CHANNEL") or "userboard",
             secret_key=env.get("USERBOARD_SECRET_KEY") or None,
             change_log_size=int(size),
         )

@@ -8,7 +8,7 @@ import logging
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from .users import UserError
+from .users import StaleVersion, UserError
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,10 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(UserError)
     def _user_error(exc: UserError):
-        return error_response(exc.code, exc.message, exc.fields)
+        body = {"error": {"code": exc.code, "message": exc.message, "fields": exc.fields}}
+        if isinstance(exc, StaleVersion):  # the client needs the row as it is now
+            body["user"] = exc.current
+        return jsonify(body), STATUS_OF_CODE[exc.code]
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

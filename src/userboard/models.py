@@ -98,6 +98,21 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class LoginSession(Base):
+    """A browser login. The cookie carries a random key; only its SHA-256 is kept here.
+
+    Logging out deletes the row, so a copied cookie stops working, and open sockets of that
+    login are cut: server-side state is what makes a signed cookie revocable.
+    """
+
+    __tablename__ = "login_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class ChangeLog(Base):
     """One row per published event, written in the transaction of the change it describes."""
 

@@ -1,40 +1,70 @@
-"""The `/users` Socket.IO namespace: who may connect, and the snapshot they start from.
+"""The `/users` Socket.IO namespace: who may connect, and where each client starts from.
 
-Events themselves are emitted by the change capture's publisher (publish.py) to the `admins`
-room; this module only admits clients to that room.
+A client connects with a session cookie or `auth={"token": ...}`, optionally with
+`"since": S`, the last seq it applied. It then gets the events after S replayed from the change
+log, in order, or a `users_snapshot` when the log no longer holds them all. `resync` does the same
+on demand. Live events reach the `admins` room through the change capture's publisher; this
+module only admits clients to it, and cuts them off when their credential stops being valid.
 """
 
 from __future__ import annotations
 
 import logging
 
-from flask import request, session
-from flask_socketio import ConnectionRefusedError, Namespace, emit, join_room
+from flask import current_app, request, session
+from flask_socketio import ConnectionRefusedError, Namespace, join_room
 from sqlalchemy import select
 
 from . import auth
 from .capture import current_seq
 from .events import NAMESPACE, ROOM, USERS_SNAPSHOT
-from .models import User, user_dict
+from .models import ChangeLog, User, user_dict
 
 log = logging.getLogger(__name__)
 
+HEARTBEAT = "heartbeat"
+RESYNC = "resync"
+# Farther behind than this, a snapshot is cheaper than replaying every event.
+REPLAY_LIMIT = 1000
 
-def read_snapshot(db) -> dict:
-    """All users and the seq of the last change included, read in one consistent snapshot."""
+
+def _as_seq(value) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63:
+        return value
+    return None
+
+
+def catch_up(db, since) -> tuple[list[tuple[str, dict]], int]:
+    """What brings a client at `since` up to date: [(event, payload)...] and the latest seq.
+
+    Read in one consistent snapshot. Replays the change log when it holds every event after
+    `since`; otherwise (unknown, too old, too far behind, or ahead of us) one users_snapshot.
+    """
+    db.rollback()  # a fresh transaction, so its isolation level can still be chosen
     if db.get_bind().dialect.name == "postgresql":
         db.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-    seq = current_seq(db)
-    users = [user_dict(u) for u in db.scalars(select(User).order_by(User.id))]
-    db.rollback()
-    return {"seq": seq, "users": users}
+    try:
+        latest = current_seq(db)
+        since = _as_seq(since)
+        if since is not None and since <= latest and latest - since <= REPLAY_LIMIT:
+            rows = db.execute(
+                select(ChangeLog.seq, ChangeLog.event, ChangeLog.payload)
+                .where(ChangeLog.seq > since, ChangeLog.seq <= latest)
+                .order_by(ChangeLog.seq)
+            ).all()
+            if len(rows) == latest - since:  # nothing pruned: every event is there
+                return [(row.event, row.payload) for row in rows], latest
+        users = [user_dict(u) for u in db.scalars(select(User).order_by(User.id))]
+        return [(USERS_SNAPSHOT, {"seq": latest, "users": users})], latest
+    finally:
+        db.rollback()
 
 
-def socket_user(db, auth_payload) -> User | None:
-    """The active admin behind this connection: a token in `auth`, else the session cookie."""
+def socket_admin(db, auth_payload) -> tuple[User, auth.Principal] | None:
+    """The active admin behind this connection: a token in `auth`, else the login cookie."""
     if isinstance(auth_payload, dict) and "token" in auth_payload:
-        return auth.user_for_token(db, auth_payload["token"])
-    return auth.active_admin(db, session.get("user_id"))
+        return auth.token_admin(db, auth_payload["token"])
+    return auth.login_admin(db, session.get("login"))
 
 
 class UsersNamespace(Namespace):
@@ -42,21 +72,78 @@ class UsersNamespace(Namespace):
 
     def __init__(self):
         super().__init__(NAMESPACE)
+        self.clients: dict[str, auth.Principal] = {}  # this process's sockets
+
+    def _send(self, sid: str, name: str, payload: dict) -> None:
+        # Straight to the local client, not through a message queue: keeps the order with
+        # the live events that follow.
+        self.socketio.server.emit(name, payload, to=sid, namespace=NAMESPACE, ignore_queue=True)
+
+    def _catch_up(self, sid: str, since) -> int:
+        from .app import db_session
+
+        events, latest = catch_up(db_session(), since)
+        for name, payload in events:
+            self._send(sid, name, payload)
+        return latest
 
     def on_connect(self, auth_payload=None):
         """A browser or script connects; refuse anyone who is not an active admin."""
         from .app import db_session
 
-        db = db_session()
-        user = socket_user(db, auth_payload)
-        if user is None:
+        found = socket_admin(db_session(), auth_payload)
+        if found is None:
             log.info("refused socket from %s: not authenticated", request.remote_addr)
             raise ConnectionRefusedError({"code": "unauthorized"})
-        # Join first, then read: an event committed meanwhile is delivered (and perhaps also in
-        # the snapshot); clients drop events whose seq is not above the snapshot's.
+        user, principal = found
+        since = auth_payload.get("since") if isinstance(auth_payload, dict) else None
+        events, latest = catch_up(db_session(), since)
+        # From here on nothing yields: the client joins the room and gets its catch-up before
+        # any live event can be queued for it.
+        sid = request.sid
+        self.clients[sid] = principal
         join_room(ROOM)
-        emit(USERS_SNAPSHOT, read_snapshot(db))
-        log.info("socket %s connected for user %s", request.sid, user.id)
+        for name, payload in events:
+            self._send(sid, name, payload)
+        sent = current_app.extensions["userboard.sent_seqs"].floor
+        self._send(sid, HEARTBEAT, {"seq": max(latest, sent)})
+        log.info("socket %s connected for user %s (%s)", sid, user.id, principal.kind)
 
     def on_disconnect(self, reason=None):
-        """The client went away; nothing to clean up until resume state exists."""
+        """The client went away (or was cut off)."""
+        self.clients.pop(request.sid, None)
+
+    def on_resync(self, data=None):
+        """A client saw a gap (or a heartbeat ahead of it): replay after `since`, then ack."""
+        if request.sid not in self.clients:
+            return {"error": "not connected"}
+        since = data.get("since") if isinstance(data, dict) else None
+        return {"seq": self._catch_up(request.sid, since)}
+
+    # -- called by the server's background loop and by logout ---------------------------------
+
+    def cut(self, sid: str) -> None:
+        self.clients.pop(sid, None)
+        self.socketio.server.disconnect(sid, namespace=NAMESPACE, ignore_queue=True)
+
+    def cut_principal(self, principal: auth.Principal) -> None:
+        for sid, owner in list(self.clients.items()):
+            if owner == principal:
+                self.cut(sid)
+
+    def revalidate(self, db) -> None:
+        """Cut sockets whose admin was disabled, demoted or deleted, or whose login ended."""
+        clients = dict(self.clients)
+        if not clients:
+            return
+        valid = auth.still_valid(db, set(clients.values()))
+        db.rollback()
+        for sid, principal in clients.items():
+            if principal not in valid:
+                log.info("cutting socket %s: credential of user %s no longer valid", sid,
+                         principal.user_id)
+                self.cut(sid)
+
+    def heartbeat(self, seq: int) -> None:
+        self.socketio.server.emit(HEARTBEAT, {"seq": seq}, to=ROOM, namespace=NAMESPACE,
+                                  ignore_queue=True)

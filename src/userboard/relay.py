@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 from sqlalchemy import select
 
@@ -56,11 +55,10 @@ class SentSeqs:
 class ChangeLogRelay:
     """Poll the change log and emit what this process has not sent."""
 
-    def __init__(self, sessions, emit, sent: SentSeqs, interval: float = 0.5):
+    def __init__(self, sessions, emit, sent: SentSeqs):
         self.sessions = sessions
         self.emit = emit  # emit(name, payload): to this process's own clients only
         self.sent = sent
-        self.interval = interval
 
     def start_at_current(self) -> None:
         with self.sessions() as session:
@@ -88,12 +86,3 @@ class ChangeLogRelay:
                 emitted += 1
             self.sent.mark(row.seq)
         return emitted
-
-    def run_forever(self, sleep=time.sleep) -> None:
-        """Poll until the process ends; call start_at_current() first."""
-        while True:
-            sleep(self.interval)
-            try:
-                self.poll_once()
-            except Exception:  # a database hiccup must not end the relay
-                log.exception("change-log relay poll failed; retrying")

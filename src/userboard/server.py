@@ -12,6 +12,7 @@ import secrets
 import socket
 import sys
 
+import gevent
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from .config import Settings
@@ -54,20 +55,41 @@ def ensure_first_admin(app) -> str | None:
         return password
 
 
-def start_relay(app) -> None:
-    """Deliver events that other processes committed (see relay.py)."""
+TICK = 0.5  # seconds between change-log polls and credential checks
+HEARTBEAT_EVERY = 4  # ticks: the latest seq goes to every client every 2 s
+
+
+def background_loop(app) -> None:
+    """Relay other processes' events, cut sockets whose credential ended, send heartbeats."""
     from .events import NAMESPACE, ROOM
     from .relay import ChangeLogRelay
 
     socketio = app.extensions["userboard.socketio"]
+    namespace = app.extensions["userboard.namespace"]
+    database = app.extensions["userboard.db"]
+    sent = app.extensions["userboard.sent_seqs"]
 
     def emit_local(name, payload):
         socketio.server.emit(name, payload, namespace=NAMESPACE, to=ROOM, ignore_queue=True)
 
-    relay = ChangeLogRelay(app.extensions["userboard.db"].sessions, emit_local,
-                           app.extensions["userboard.sent_seqs"])
+    relay = ChangeLogRelay(database.sessions, emit_local, sent)
     relay.start_at_current()
-    socketio.start_background_task(relay.run_forever)
+
+    def run():
+        ticks = 0
+        while True:
+            gevent.sleep(TICK)
+            ticks += 1
+            try:
+                relay.poll_once()
+                with database.session() as db:
+                    namespace.revalidate(db)
+                if ticks % HEARTBEAT_EVERY == 0:
+                    namespace.heartbeat(sent.floor)
+            except Exception:  # a database hiccup must not end the loop
+                log.exception("background loop failed; retrying")
+
+    socketio.start_background_task(run)
 
 
 def run_server(settings: Settings, host: str, port: int) -> None:
@@ -82,7 +104,7 @@ def run_server(settings: Settings, host: str, port: int) -> None:
     password = ensure_first_admin(app)
     if password:
         print(f"Created admin 'admin' with password: {password}  (shown once)", flush=True)
-    start_relay(app)
+    background_loop(app)
     print(f"userboard serving on {url}", flush=True)
     sys.stdout.flush()
     server.serve_forever()

@@ -210,12 +210,40 @@ class StaleVersion(Conflict):
         self.current = current
 
 
+class LastAdmin(Conflict):
+    """The change would leave nobody able to log in."""
+
+
+def _keep_an_admin(session: Session, user: User, values: dict | None) -> None:
+    """Refuse to delete (values=None), demote or disable the last active admin.
+
+    The active admins' rows are locked (FOR UPDATE on PostgreSQL) so two concurrent demotions
+    cannot both see "one other admin is left".
+    """
+    if not user.is_active_admin:
+        return
+    if values is not None and values.get("role", "admin") == "admin" and values.get(
+        "status", "active"
+    ) == "active":
+        return
+    admins = session.scalars(
+        select(User.id).where(User.role == "admin", User.status == "active").with_for_update()
+    ).all()
+    if len(admins) <= 1:
+        field = "status" if values and "status" in values and values["status"] != "active" else "role"
+        raise LastAdmin(
+            N_("this is the last active admin; make another user an active admin first"),
+            {} if values is None else {field: N_("the last active admin must stay an active admin")},
+        )
+
+
 def update_user(session: Session, user_id, data, expected_version=None) -> User:
     """Change fields of a user; with `expected_version`, refuse if the row has moved on."""
     user = get_user(session, user_id)
     values = clean(data, partial=True)
     if expected_version is not None and expected_version != user.version:
         raise StaleVersion(user.to_dict())
+    _keep_an_admin(session, user, values)
     _check_unique(session, values, user.id)
     password = values.pop("password", None)
     for key, value in values.items():
@@ -228,5 +256,6 @@ def update_user(session: Session, user_id, data, expected_version=None) -> User:
 
 def delete_user(session: Session, user_id) -> None:
     user = get_user(session, user_id)
+    _keep_an_admin(session, user, None)
     session.delete(user)
     _commit(session)

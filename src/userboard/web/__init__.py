@@ -56,10 +56,11 @@ def client_strings() -> dict:
 def login_required(view):
     @wraps(view)
     def wrapper(*args, **kwargs):
-        g.admin = auth.active_admin(db_session(), session.get("user_id"))
-        if g.admin is None:
-            session.pop("user_id", None)
+        found = auth.login_admin(db_session(), session.get("login"))
+        if found is None:
+            session.pop("login", None)
             return redirect(url_for("web.login"))
+        g.admin = found[0]
         return view(*args, **kwargs)
 
     return wrapper
@@ -89,7 +90,7 @@ def login():
             throttle().succeeded(*keys)
             lang = session.get("lang")
             session.clear()
-            session["user_id"] = user.id
+            session["login"] = auth.start_login(db_session(), user)
             if lang:
                 session["lang"] = lang
             return redirect(url_for("web.dashboard"))
@@ -99,6 +100,9 @@ def login():
 @bp.post("/logout")
 def logout():
     if CsrfOnlyForm().validate_on_submit():
+        ended = auth.end_login(db_session(), session.get("login"))
+        if ended is not None:  # cut this login's sockets here; other processes within a tick
+            current_app.extensions["userboard.namespace"].cut_principal(ended)
         lang = session.get("lang")
         session.clear()
         if lang:
@@ -162,6 +166,7 @@ def add_user():
 @login_required
 def edit_user(user_id: int):
     db = db_session()
+    seq = current_seq(db)  # read first: the socket replays everything after it
     try:
         user = users.get_user(db, user_id)
     except users.NotFound:
@@ -170,7 +175,7 @@ def edit_user(user_id: int):
     current = user.to_dict()
     if request.method == "GET":
         form = EditUserForm(data={**current, "version": current["version"]})
-        return render_template("edit.html", form=form, user=current, stale=None)
+        return render_template("edit.html", form=form, user=current, stale=None, seq=seq)
     form = EditUserForm()
     status = 400
     if form.validate_on_submit():
@@ -182,7 +187,7 @@ def edit_user(user_id: int):
             show_errors(form, exc)
             stale = exc.current
             form.version.data = str(stale["version"])  # a second save is a deliberate overwrite
-            return render_template("edit.html", form=form, user=stale, stale=stale), 409
+            return render_template("edit.html", form=form, user=stale, stale=stale, seq=seq), 409
         except users.UserError as exc:
             show_errors(form, exc)
             status = 422 if exc.code != "conflict" else 409
@@ -191,7 +196,7 @@ def edit_user(user_id: int):
             return redirect(url_for("web.dashboard"))
     else:
         flash(_("The form expired. Please try again."), "error")
-    return render_template("edit.html", form=form, user=current, stale=None), status
+    return render_template("edit.html", form=form, user=current, stale=None, seq=seq), status
 
 
 @bp.post("/users/<int:user_id>/delete")

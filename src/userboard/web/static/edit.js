@@ -33,7 +33,7 @@ function deleted() {
 }
 
 connectLive({
-  initialSeq: 0,
+  initialSeq: Number(form.dataset.seq),
   onSnapshot(snapshot) {
     const user = snapshot.users.find((u) => u.id === userId);
     if (!user) return deleted();
