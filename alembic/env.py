@@ -24,6 +24,12 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
+    given = config.attributes.get("connection")
+    if given is not None:  # userboard's own upgrade(), holding the migration lock
+        context.configure(connection=given, target_metadata=Base.metadata, render_as_batch=True)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
     engine = make_engine(url)
     with engine.connect() as connection:
         context.configure(

@@ -71,6 +71,7 @@ class ServerProcess:
         self.token = done.stdout.strip()
 
     def start(self, timeout: float = 20) -> None:
+        self._release_pipe()
         self.output = []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "userboard.cli", "serve", "--port", str(self.port)],
@@ -99,7 +100,10 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc is not None and self.proc.stdout is not None:
+        self._release_pipe()
+
+    def _release_pipe(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None and not self.proc.stdout.closed:
             self._pump.join(5)
             self.proc.stdout.close()
 

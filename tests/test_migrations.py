@@ -45,3 +45,26 @@ def test_upgrade_twice_is_harmless(tmp_path):
     engine.dispose()
     assert rows == 1
     assert {"uq_users_username_lower", "uq_users_email_lower"} <= indexes
+
+
+def test_servers_starting_together_on_postgresql_take_turns(pg_database):
+    import threading
+
+    errors = []
+
+    def migrate():
+        try:
+            upgrade(pg_database)
+        except Exception as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=migrate) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    engine = create_engine(pg_database)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
+    engine.dispose()

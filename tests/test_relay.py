@@ -27,7 +27,8 @@ def add_users(db, *names):
 def test_relay_emits_only_what_was_not_sent(db):
     emitted = []
     sent = SentSeqs()
-    relay = ChangeLogRelay(db.Session, lambda name, data: emitted.append((name, data["seq"])), sent)
+    relay = ChangeLogRelay(db.Session, lambda name, data: emitted.append((name, data["seq"])), sent,
+                           grace=False)
     relay.start_at_current()
     add_users(db, "alice", "bob", "carol")
     sent.mark(2)  # this process sent seq 2 itself
@@ -39,7 +40,8 @@ def test_relay_emits_only_what_was_not_sent(db):
 def test_relay_starts_after_history_and_skips_pruned_rows(db):
     add_users(db, "old")
     emitted = []
-    relay = ChangeLogRelay(db.Session, lambda name, data: emitted.append(data["seq"]), SentSeqs())
+    relay = ChangeLogRelay(db.Session, lambda name, data: emitted.append(data["seq"]), SentSeqs(),
+                           grace=False)
     relay.start_at_current()
     db.capture.retention = 2
     add_users(db, *[f"user{i:03}" for i in range(120)])
@@ -47,3 +49,16 @@ def test_relay_starts_after_history_and_skips_pruned_rows(db):
     # Rows beyond the retention are gone; the relay sends what the log still has and moves on.
     assert emitted and emitted == sorted(emitted) and emitted[-1] == 121
     assert relay.sent.floor == 121
+
+
+def test_relay_with_grace_waits_one_poll_for_the_queue_to_deliver(db):
+    emitted = []
+    sent = SentSeqs()
+    relay = ChangeLogRelay(db.Session, lambda name, data: emitted.append(data["seq"]), sent)
+    relay.start_at_current()
+    add_users(db, "alice", "bob")
+    assert relay.poll_once() == 0  # first sight: give the publisher a chance
+    sent.mark(1)  # the queue delivered seq 1 meanwhile
+    add_users(db, "carol")
+    assert relay.poll_once() == 1 and emitted == [2]  # 2 was still missing; 3 is new: waits
+    assert relay.poll_once() == 1 and emitted == [2, 3]

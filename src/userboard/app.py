@@ -9,7 +9,7 @@ from flask_wtf.csrf import generate_csrf
 from .bootstrap import open_database
 from .capture import current_seq, last_commit_seq
 from .config import Settings, load_or_create_secret_key, secret_key_path
-from .publish import QueuedEmitter
+from .publish import QueuedEmitter, tracking_redis_manager
 from .realtime import UsersNamespace
 from .relay import SentSeqs
 
@@ -41,19 +41,24 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
     database = open_database(app.config["DATABASE_URL"], retention=app.config["CHANGE_LOG_SIZE"])
     app.extensions["userboard.db"] = database
 
+    sent = SentSeqs()
+    app.extensions["userboard.sent_seqs"] = sent
+    queue_options = {}
+    if app.config["MESSAGE_QUEUE"]:
+        # Every server process delivers every event to its own clients through the queue.
+        queue_options["client_manager"] = tracking_redis_manager(
+            app.config["MESSAGE_QUEUE"], app.config["CHANNEL"], sent.mark
+        )
     socketio = SocketIO(
         app,
         async_mode=app.config["SOCKETIO_ASYNC_MODE"],
-        message_queue=app.config["MESSAGE_QUEUE"],
-        channel=app.config["CHANNEL"],
         max_http_buffer_size=MAX_BODY_BYTES,
+        **queue_options,
     )
     namespace = UsersNamespace()
     socketio.on_namespace(namespace)
     app.extensions["userboard.namespace"] = namespace
     app.extensions["userboard.socketio"] = socketio
-    sent = SentSeqs()
-    app.extensions["userboard.sent_seqs"] = sent
     database.capture.publishers.append(QueuedEmitter(socketio, on_sent=sent.mark))
 
     app.jinja_env.globals["csrf_token"] = generate_csrf

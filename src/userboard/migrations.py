@@ -10,6 +10,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
+
+from .db import make_engine
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,5 +28,23 @@ def alembic_config(url: str) -> Config:
     return config
 
 
+# Any constant: servers starting together on PostgreSQL take turns migrating.
+MIGRATION_LOCK = 0x75736572
+
+
 def upgrade(url: str) -> None:
-    command.upgrade(alembic_config(url), "head")
+    config = alembic_config(url)
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            if engine.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+                connection.commit()
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+            connection.commit()
+            if engine.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+                connection.commit()
+    finally:
+        engine.dispose()

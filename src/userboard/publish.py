@@ -88,3 +88,24 @@ class EventRecorder:
     def clear(self) -> None:
         with self._lock:
             self.events.clear()
+
+
+def tracking_redis_manager(url: str, channel: str, on_delivered):
+    """A Socket.IO Redis manager that reports the seq of each event it delivers locally.
+
+    Whether an event was published here or came from another process through the queue,
+    python-socketio delivers it to local clients in `_handle_emit`; telling the server which
+    seqs went out lets its change-log relay skip them and its heartbeat say the truth.
+    """
+    import socketio
+
+    class TrackingRedisManager(socketio.RedisManager):
+        def _handle_emit(self, message):
+            super()._handle_emit(message)
+            if message.get("namespace") == NAMESPACE and message.get("room") == ROOM:
+                data = message.get("data")
+                payload = data[0] if isinstance(data, list) and data else data
+                if isinstance(payload, dict) and isinstance(payload.get("seq"), int):
+                    on_delivered(payload["seq"])
+
+    return TrackingRedisManager(url, channel=channel)

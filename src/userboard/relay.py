@@ -55,10 +55,15 @@ class SentSeqs:
 class ChangeLogRelay:
     """Poll the change log and emit what this process has not sent."""
 
-    def __init__(self, sessions, emit, sent: SentSeqs):
+    def __init__(self, sessions, emit, sent: SentSeqs, grace: bool = True):
         self.sessions = sessions
         self.emit = emit  # emit(name, payload): to this process's own clients only
         self.sent = sent
+        # With grace, a row is relayed only when it was still unsent at the previous poll too:
+        # the message queue or our own publisher normally delivers it first, and the relay
+        # then stays silent instead of sending a duplicate.
+        self.grace = grace
+        self._missing: set[int] = set()
 
     def start_at_current(self) -> None:
         with self.sessions() as session:
@@ -80,9 +85,16 @@ class ChangeLogRelay:
         if rows and rows[0].seq > self.sent.floor + 1:
             # Committed (seq <= latest) yet not in the log: pruned before we got to them.
             self.sent.skip_to(rows[0].seq - 1)
+        missing, waiting = set(), False
         for row in rows:
-            if row.seq not in self.sent:
-                self.emit(row.event, row.payload)
-                emitted += 1
+            if row.seq in self.sent:
+                continue
+            if waiting or (self.grace and row.seq not in self._missing):
+                missing.add(row.seq)  # next time; and nothing is sent past a waiting row
+                waiting = True
+                continue
+            self.emit(row.event, row.payload)
             self.sent.mark(row.seq)
+            emitted += 1
+        self._missing = missing
         return emitted

@@ -1,0 +1,194 @@
+"""Scale-out: PostgreSQL, a Redis message queue, several server processes, CLI and script writers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from userboard.client import LiveUsers
+
+from .helpers import ServerProcess, free_port, need
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class RedisProcess:
+    """A private redis-server on a free port, which a test may kill and bring back."""
+
+    def __init__(self, workdir: Path):
+        need(shutil.which("redis-server") is not None, "redis-server is not installed")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.workdir = workdir
+        self.proc = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        import redis
+
+        client = redis.Redis(port=self.port)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        client.close()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture
+def cluster(tmp_path, pg_database, redis_url):
+    """Two `userboard serve` processes on one PostgreSQL database and one Redis channel."""
+    env = {
+        "USERBOARD_DATABASE_URL": pg_database,
+        "USERBOARD_MESSAGE_QUEUE": redis_url,
+        "USERBOARD_CHANNEL": f"userboard-test-{uuid.uuid4().hex[:8]}",
+        "USERBOARD_SECRET_KEY": "shared-by-every-process-of-this-install",
+    }
+    servers = [ServerProcess(tmp_path / name, env=env) for name in ("a", "b")]
+    for server in servers:
+        server.workdir.mkdir()
+    servers[0].setup_admin()
+    servers[1].token = servers[0].token
+    for server in servers:
+        server.start()
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+def db_users(server) -> dict[int, dict]:
+    return {u["id"]: u for u in server.api().get(server.url + "/api/users").json()["users"]}
+
+
+def latest(server) -> int:
+    return server.api().get(server.url + "/api/users").json()["seq"]
+
+
+def connect_all(servers) -> list[LiveUsers]:
+    clients = [LiveUsers(s.url, token=s.token).connect() for s in servers]
+    for client in clients:
+        assert client.wait_for_seq(latest(servers[0]))
+    return clients
+
+
+def test_writes_through_either_server_and_the_cli_reach_clients_on_both(cluster):
+    a, b = cluster
+    clients = connect_all(cluster)
+    try:
+        start = clients[0].seq
+        via_a = a.api().post(a.url + "/api/users", json={"username": "via_a", "email": "a@example.com"})
+        via_b = b.api().patch(f"{b.url}/api/users/{via_a.json()['user']['id']}", json={"role": "admin"})
+        done = a.cli("users", "add", "via_cli", "--email", "cli@example.com")
+        assert via_a.status_code == 201 and via_b.status_code == 200 and done.returncode == 0
+        end = latest(a)
+        assert end == start + 3
+        for client in clients:
+            assert client.wait_for_seq(end)
+            assert client.applied[-3:] == [start + 1, start + 2, start + 3]
+            assert client.users == db_users(b)
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_four_writer_processes_give_every_client_contiguous_ordered_seqs(cluster):
+    a, b = cluster
+    clients = connect_all(cluster)
+    try:
+        start = latest(a)
+        env = {**os.environ, **a.env}
+        writers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "tests.writer", a.env["USERBOARD_DATABASE_URL"],
+                 a.env["USERBOARD_MESSAGE_QUEUE"], a.env["USERBOARD_CHANNEL"], f"w{n}_", "50"],
+                cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True,
+            )
+            for n in range(4)
+        ]
+        for writer in writers:
+            _, err = writer.communicate(timeout=120)
+            assert writer.returncode == 0, err
+        end = latest(a)
+        assert end == start + 200
+        for client in clients:
+            assert client.wait_for_seq(end, timeout=15)
+            applied = [s for s in client.applied if s > start]
+            assert applied == list(range(start + 1, end + 1))  # each once, in order
+            assert client.users == db_users(a)
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_a_redis_outage_loses_no_write_and_clients_converge(tmp_path, pg_database):
+    redis_server = RedisProcess(tmp_path)
+    redis_server.start()
+    env = {
+        "USERBOARD_DATABASE_URL": pg_database,
+        "USERBOARD_MESSAGE_QUEUE": redis_server.url,
+        "USERBOARD_SECRET_KEY": "shared",
+    }
+    servers = [ServerProcess(tmp_path / name, env=env) for name in ("a", "b")]
+    for server in servers:
+        server.workdir.mkdir()
+    servers[0].setup_admin()
+    servers[1].token = servers[0].token
+    for server in servers:
+        server.start()
+    clients = []
+    try:
+        clients = connect_all(servers)
+        redis_server.kill()
+        down_at = time.monotonic()
+        for i in range(20):
+            server = servers[i % 2]
+            answer = server.api().post(server.url + "/api/users",
+                                       json={"username": f"outage{i:02}", "email": f"o{i}@example.com"})
+            assert answer.status_code == 201, answer.text
+        time.sleep(max(0.0, 5 - (time.monotonic() - down_at)))
+        redis_server.start()
+        end = latest(servers[0])
+        for client in clients:
+            assert client.wait_for_seq(end, timeout=10)
+            assert client.users == db_users(servers[0])
+    finally:
+        for client in clients:
+            client.close()
+        for server in servers:
+            server.stop()
+        redis_server.kill()
+
+
+def test_clients_of_a_killed_server_reconnect_and_converge(cluster):
+    a, b = cluster
+    client = LiveUsers(a.url, token=a.token).connect()
+    try:
+        assert client.wait_for_seq(latest(b))
+        a.proc.send_signal(signal.SIGKILL)
+        a.proc.wait()
+        for i in range(5):
+            b.api().post(b.url + "/api/users", json={"username": f"after{i}", "email": f"af{i}@example.com"})
+        a.start()  # the same address; the client has kept trying
+        end = latest(b)
+        assert client.wait_for_seq(end, timeout=15)
+        assert client.users == db_users(b)
+    finally:
+        client.close()
