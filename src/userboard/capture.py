@@ -173,19 +173,26 @@ class ChangeCapture:
         self.publishers: list[Publisher] = list(publishers)
         self.retention = retention
 
+    HOOKS = (
+        "before_flush",
+        "after_flush",
+        "do_orm_execute",
+        "after_transaction_create",
+        "before_commit",
+        "after_commit",
+        "after_transaction_end",
+    )
+
     def install(self, target) -> ChangeCapture:
         """Listen on a sessionmaker, a Session subclass or a single Session."""
-        for name in (
-            "before_flush",
-            "after_flush",
-            "do_orm_execute",
-            "after_transaction_create",
-            "before_commit",
-            "after_commit",
-            "after_transaction_end",
-        ):
+        for name in self.HOOKS:
             event.listen(target, name, getattr(self, "_" + name))
         return self
+
+    def uninstall(self, target) -> None:
+        """Stop listening on `target` (the benchmark compares writes with and without)."""
+        for name in self.HOOKS:
+            event.remove(target, name, getattr(self, "_" + name))
 
     # -- collecting ---------------------------------------------------------------------------
 

@@ -191,6 +191,31 @@ def users_delete(user_id):
     _write(lambda users, s: users.delete_user(s, user_id))
 
 
+@cli.command()
+@click.option("--quick", is_flag=True, help="A smaller run (under a minute), for smoke tests.")
+@click.option("--clients", type=click.IntRange(1, 20_000), help="Clients for latency/fan-out.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write all results.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG plot.")
+def bench(quick, clients, json_path, plot_path):
+    """Measure latency, fan-out, connections and write cost beside their baselines."""
+    import json
+
+    from .bench import runner
+
+    try:
+        results = runner.run(quick=quick, clients=clients)
+    except RuntimeError as exc:
+        raise CliError(str(exc).splitlines()[0]) from None
+    click.echo(f"userboard bench{' --quick' if quick else ''}: {results['seconds']} s on "
+               f"{results['machine']['cpu']} ({results['machine']['cores']} cores)")
+    click.echo(runner.format_table(results["summary"]))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(results, f, indent=1)
+    if plot_path:
+        runner.plot(results, plot_path)
+
+
 def _write(action) -> None:
     from . import users
     from .capture import current_seq, last_commit_seq

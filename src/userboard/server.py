@@ -92,10 +92,11 @@ def background_loop(app) -> None:
     socketio.start_background_task(run)
 
 
-def run_server(settings: Settings, host: str, port: int) -> None:
+def run_server(settings: Settings, host: str, port: int, app=None) -> None:
+    """Serve until killed; `app` lets the benchmark serve an instrumented one."""
     from .app import create_app
 
-    app = create_app(settings=settings)
+    app = app or create_app(settings=settings)
     server = WSGIServer((host, port), app, handler_class=NoDelayHandler, log=None,
                         error_log=logging.getLogger("userboard.wsgi"))
     server.init_socket()
