@@ -342,3 +342,15 @@ def test_slow_network_does_not_hold_up_the_commit(db):
     release.set()
     assert emitter.flush(5)
     assert sent == [("user_added", 1, "/users", "admins"), ("user_added", 2, "/users", "admins")]
+
+
+@pytest.mark.parametrize("count", [3, 600])  # PostgreSQL: one-statement path, then the fallback
+def test_events_of_large_transactions_are_logged_with_their_seq(db, count):
+    with db.Session() as s:
+        for i in range(count):
+            add(s, f"bulk{i:04}")
+        s.commit()
+    assert [e.seq for e in db.events] == list(range(1, count + 1))
+    rows = log_rows(db)
+    assert [r[0] for r in rows] == list(range(1, count + 1))
+    assert all(r[3] == e.data for r, e in zip(rows, db.events, strict=True))

@@ -14,8 +14,10 @@ from userboard.models import Base, SeqCounter
 
 def test_upgrade_matches_the_models(db_url):
     if not db_url.startswith("sqlite"):
-        with create_engine(db_url).begin() as conn:  # the fixture db may hold tables
+        cleaner = create_engine(db_url)
+        with cleaner.begin() as conn:  # the fixture db may hold tables
             conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        cleaner.dispose()
     upgrade(db_url)
     engine = create_engine(db_url)
     try:

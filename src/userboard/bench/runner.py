@@ -599,7 +599,7 @@ def section_poller(cfg, tmp: Path) -> dict:
     latencies, sizes = [], []
     for changed in changes:
         per_client = {}
-        for client, taken, t, size in arrivals:
+        for client, taken, t, _size in arrivals:
             if taken > changed and (client not in per_client or t < per_client[client]):
                 per_client[client] = t
         latencies.extend(t - changed for t in per_client.values())
