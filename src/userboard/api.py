@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 from flask import Blueprint, g, jsonify, request, session
 from flask_wtf.csrf import CSRFError, validate_csrf
@@ -12,15 +13,26 @@ from . import auth, users
 from .app import db_session, write_seq
 from .capture import current_seq
 from .errors import ApiError
+from .openapi import spec
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
+@bp.get("/openapi.json")
+def openapi():
+    """The OpenAPI 3.1 description of this API (public: it holds no data)."""
+    return jsonify(spec())
+
+
 @bp.before_request
 def require_admin():
     """Admit a valid bearer token, or an admin session (with a CSRF token for writes)."""
+    if request.endpoint == "api.openapi":
+        return None
     db = db_session()
     header = request.headers.get("Authorization", "")
     if header:
@@ -29,6 +41,7 @@ def require_admin():
             raise ApiError("unauthorized", "use 'Authorization: Bearer TOKEN'")
         found = auth.token_admin(db, token.strip())
         if found is None:
+            log.warning("refused API request from %s: invalid or revoked token", request.remote_addr)
             raise ApiError("unauthorized", "invalid or revoked token")
         g.admin = found[0]
         return

@@ -12,6 +12,7 @@ from .config import Settings, load_or_create_secret_key, secret_key_path
 from .publish import QueuedEmitter, tracking_redis_manager
 from .realtime import UsersNamespace
 from .relay import SentSeqs
+from .security import origin_checker
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -24,6 +25,8 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         DATABASE_URL=settings.database_url,
         MESSAGE_QUEUE=settings.message_queue,
         CHANNEL=settings.channel,
+        ALLOWED_ORIGINS=settings.allowed_origins,
+        SECURE_COOKIES=settings.secure_cookies,
         CHANGE_LOG_SIZE=settings.change_log_size,
         SECRET_KEY=settings.secret_key,
         SOCKETIO_ASYNC_MODE="gevent",
@@ -52,7 +55,8 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
     socketio = SocketIO(
         app,
         async_mode=app.config["SOCKETIO_ASYNC_MODE"],
-        max_http_buffer_size=MAX_BODY_BYTES,
+        max_http_buffer_size=MAX_BODY_BYTES,  # a bigger message closes the connection
+        cors_allowed_origins=origin_checker(tuple(app.config["ALLOWED_ORIGINS"])),
         **queue_options,
     )
     namespace = UsersNamespace()

@@ -53,6 +53,8 @@ def _upgrade(upgrade, url: str) -> None:
 def cli():
     """userboard: a users dashboard whose open tabs stay in sync by push on commit."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Connections, refusals, rate-limit hits and failed logins; never tokens or passwords.
+    logging.getLogger("userboard").setLevel(logging.INFO)
 
 
 @cli.command()

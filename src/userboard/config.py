@@ -6,6 +6,9 @@ USERBOARD_SECRET_KEY       unset: generated once, kept beside the database with 
 USERBOARD_CHANNEL          the message queue channel (default "userboard"); installs that share
                            one Redis but not one database need different channels
 USERBOARD_CHANGE_LOG_SIZE  how many recent events the change log keeps (default 10000)
+USERBOARD_ALLOWED_ORIGINS  other origins whose pages may open the socket, comma-separated
+                           (e.g. https://admin.example.com); the server's own is always allowed
+USERBOARD_SECURE_COOKIES   auto (default: Secure when the request came over https), true, false
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ class Settings:
     channel: str
     secret_key: str | None
     change_log_size: int
+    allowed_origins: tuple[str, ...] = ()
+    secure_cookies: str = "auto"
 
     @classmethod
     def from_env(cls, env=None) -> Settings:
@@ -38,7 +43,18 @@ class Settings:
         size = env.get("USERBOARD_CHANGE_LOG_SIZE", "10000")
         if not size.isdigit() or int(size) < 1:
             raise ConfigError(f"USERBOARD_CHANGE_LOG_SIZE must be a positive integer, not {size!r}")
+        origins = tuple(
+            o.strip().rstrip("/") for o in env.get("USERBOARD_ALLOWED_ORIGINS", "").split(",")
+            if o.strip()
+        )
+        if "*" in origins:
+            raise ConfigError("USERBOARD_ALLOWED_ORIGINS must list origins; '*' is not allowed")
+        secure = env.get("USERBOARD_SECURE_COOKIES", "auto").lower()
+        if secure not in ("auto", "true", "false"):
+            raise ConfigError(f"USERBOARD_SECURE_COOKIES must be auto, true or false, not {secure!r}")
         return cls(
+            allowed_origins=origins,
+            secure_cookies=secure,
             database_url=env.get("USERBOARD_DATABASE_URL") or DEFAULT_DATABASE_URL,
             message_queue=env.get("USERBOARD_MESSAGE_QUEUE") or None,
             channel=env.get("USERBOARD_CHANNEL") or "userboard",

@@ -60,7 +60,10 @@ def init_app(app: Flask) -> None:
             return exc
         code = CODE_OF_STATUS.get(exc.code, "bad_request" if exc.code < 500 else "internal")
         message = "request body is too large" if exc.code == 413 else exc.description
-        return error_response(code, message)
+        response, status = error_response(code, message)
+        if getattr(exc, "valid_methods", None):  # 405 must say what is allowed
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response, status
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

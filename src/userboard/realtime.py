@@ -10,6 +10,7 @@ module only admits clients to it, and cuts them off when their credential stops 
 from __future__ import annotations
 
 import logging
+import time
 
 from flask import current_app, request, session
 from flask_socketio import ConnectionRefusedError, Namespace, join_room
@@ -26,6 +27,8 @@ HEARTBEAT = "heartbeat"
 RESYNC = "resync"
 # Farther behind than this, a snapshot is cheaper than replaying every event.
 REPLAY_LIMIT = 1000
+# Client-to-server events per connection: a burst of this many, refilled at RATE per second.
+BURST, RATE = 20, 5.0
 
 
 def _as_seq(value) -> int | None:
@@ -73,6 +76,27 @@ class UsersNamespace(Namespace):
     def __init__(self):
         super().__init__(NAMESPACE)
         self.clients: dict[str, auth.Principal] = {}  # this process's sockets
+        self._budget: dict[str, tuple[float, float]] = {}  # sid -> (tokens, when)
+
+    def trigger_event(self, event, *args):
+        """Rate-limit what clients send: past the budget, the connection is cut."""
+        if event not in ("connect", "disconnect") and args:
+            sid = args[0]
+            if not self._spend(sid):
+                log.warning("socket %s sent events too fast; disconnecting", sid)
+                self.cut(sid)
+                return None
+        return super().trigger_event(event, *args)
+
+    def _spend(self, sid: str) -> bool:
+        now = time.monotonic()
+        tokens, when = self._budget.get(sid, (BURST, now))
+        tokens = min(BURST, tokens + (now - when) * RATE)
+        if tokens < 1:
+            self._budget[sid] = (tokens, now)
+            return False
+        self._budget[sid] = (tokens - 1, now)
+        return True
 
     def _send(self, sid: str, name: str, payload: dict) -> None:
         # Straight to the local client, not through a message queue: keeps the order with
@@ -112,6 +136,7 @@ class UsersNamespace(Namespace):
     def on_disconnect(self, reason=None):
         """The client went away (or was cut off)."""
         self.clients.pop(request.sid, None)
+        self._budget.pop(request.sid, None)
 
     def on_resync(self, data=None):
         """A client saw a gap (or a heartbeat ahead of it): replay after `since`, then ack."""

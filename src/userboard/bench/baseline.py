@@ -44,6 +44,16 @@ def make_app(mode: str, database: str | None, interval: float):
         socketio.emit(body["name"], body["payload"], namespace=NAMESPACE, to=ROOM)
         return jsonify(ok=True)
 
+    @app.post("/emit-burst")
+    def emit_burst():
+        """Emit `count` events back to back (seq from 1,000,000 up), like a bulk UPDATE would."""
+        payload = {"seq": 0, "id": 1, "version": 2, "changes": {"status": "disabled"},
+                   "previous": {"status": "active"}}
+        for i in range(request.get_json()["count"]):
+            socketio.emit("user_updated", {**payload, "seq": 1_000_000 + i}, namespace=NAMESPACE,
+                          to=ROOM)
+        return jsonify(ok=True)
+
     @app.get("/bench/commit-times")
     def commit_times():
         return jsonify(emitted)

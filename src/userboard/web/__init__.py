@@ -6,6 +6,7 @@ Pages are rendered on the server and kept live by the browser client in static/ 
 
 from __future__ import annotations
 
+import logging
 from functools import wraps
 from urllib.parse import urlsplit
 
@@ -27,6 +28,8 @@ from ..app import db_session
 from ..capture import current_seq
 from ..i18n import LANGUAGES
 from .forms import CsrfOnlyForm, EditUserForm, LoginForm, UserForm
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint(
     "web", __name__, template_folder="templates", static_folder="static", static_url_path="/static"
@@ -79,12 +82,16 @@ def login():
         wait = throttle().wait_seconds(*keys)
         user = None
         if wait > 0:
+            log.warning("login throttled for %r from %s", form.username.data.strip()[:64],
+                        request.remote_addr)
             error, status = _("Too many failed attempts. Try again in %(n)d seconds.",
                               n=int(wait) + 1), 429
         else:
             user = auth.authenticate(db_session(), form.username.data.strip(), form.password.data)
             if user is None:
                 throttle().failed(*keys)
+                log.warning("failed login for %r from %s", form.username.data.strip()[:64],
+                            request.remote_addr)
                 error, status = _("Wrong username or password."), 401
         if user is not None:
             throttle().succeeded(*keys)

@@ -7,10 +7,11 @@ next to the fields (see `show_errors`).
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, PasswordField, SelectField, StringField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, Length
 
-ROLE_CHOICES = [("user", _l("user")), ("admin", _l("admin"))]
-STATUS_CHOICES = [("active", _l("active")), ("disabled", _l("disabled"))]
+ROLE_CHOICES = [SelectChoice("user", _l("user")), SelectChoice("admin", _l("admin"))]
+STATUS_CHOICES = [SelectChoice("active", _l("active")), SelectChoice("disabled", _l("disabled"))]
 
 
 class LoginForm(FlaskForm):

@@ -1,0 +1,39 @@
+"""`userboard bench --quick` as a smoke test: it runs and reports every section in the
+documented shape. Its numbers are never asserted (speed claims live in docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+
+def test_quick_bench_reports_every_section(tmp_path):
+    out = tmp_path / "bench.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("USERBOARD_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "userboard.cli", "bench", "--quick", "--json", str(out),
+         "--plot", str(tmp_path / "plot.png")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| figure | result | baseline | ratio | target | met |" in done.stdout
+    results = json.loads(out.read_text())
+    for section in ("latency", "fanout", "connections", "write_cost", "poller", "summary"):
+        assert section in results, section
+    for kind in ("userboard", "baseline"):
+        for stats in results["latency"][kind]:
+            assert {"clients", "p50_ms", "p99_ms", "max_ms", "last_client_p50_ms"} <= set(stats)
+            assert stats["deliveries"] > 0 and not math.isnan(stats["p50_ms"])
+    assert results["fanout"]["userboard"]["deliveries_per_s"] > 0
+    assert "kb_per_connection" in results["connections"]["userboard"]
+    assert {"on", "off", "added_p50_us"} <= set(results["write_cost"]["sqlite"]["commit"])
+    assert results["poller"]["poller"]["bytes_per_change"] > 0
+    figures = [row["figure"] for row in results["summary"]]
+    assert any(f.startswith("latency p50") for f in figures)
+    assert any(f.startswith("memory per idle connection") for f in figures)
+    for row in results["summary"]:
+        assert set(row) == {"figure", "result", "baseline", "ratio", "target", "met", "unit"}
+    assert (tmp_path / "plot.png").stat().st_size > 1000

@@ -1,0 +1,168 @@
+"""Hostile origins, oversized and too-frequent socket messages, headers, cookies and logs."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+import requests
+import socketio
+import websocket
+
+from .helpers import ADMIN_PASSWORD, ServerProcess
+from .inprocess import InProcess
+
+
+def handshake(server, origin=None):
+    headers = {"Origin": origin} if origin else {}
+    return requests.get(server.url + "/socket.io/?EIO=4&transport=polling", headers=headers)
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    """A server that also admits one other origin."""
+    proc = ServerProcess(tmp_path_factory.mktemp("guarded"),
+                         env={"USERBOARD_ALLOWED_ORIGINS": "https://admin.example.com"})
+    proc.setup_admin()
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def test_polling_handshake_from_another_origin_is_refused(guarded):
+    assert handshake(guarded, "https://evil.example").status_code == 400
+    assert handshake(guarded, "null").status_code == 400
+    assert handshake(guarded, guarded.url).status_code == 200  # its own pages
+    assert handshake(guarded, "https://admin.example.com").status_code == 200  # listed
+    assert handshake(guarded).status_code == 200  # no Origin: not a browser
+
+
+def test_websocket_handshake_from_another_origin_is_refused(guarded):
+    upgrade = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+               "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Origin": "https://evil.example"}
+    with requests.Session() as http:
+        refused = http.get(guarded.url + "/socket.io/?EIO=4&transport=websocket", headers=upgrade)
+    assert refused.status_code == 400
+    url = guarded.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+    ws = websocket.create_connection(url, origin=guarded.url, timeout=5)
+    assert ws.recv().startswith("0{")
+    ws.close()
+
+
+def test_star_is_not_an_allowed_origin(tmp_path):
+    done = ServerProcess(tmp_path, env={"USERBOARD_ALLOWED_ORIGINS": "*"}).cli("db", "upgrade")
+    assert done.returncode == 1 and "not allowed" in done.stderr
+
+
+def wait_disconnected(sio, seconds=5.0):
+    deadline = time.monotonic() + seconds
+    while sio.connected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not sio.connected
+
+
+def close_client(sio):
+    sio.disconnect()
+
+
+def test_a_socket_message_over_64_kb_disconnects_the_sender(guarded):
+    url = guarded.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+    ws = websocket.create_connection(url, timeout=5)
+    try:
+        ws.recv()  # open
+        ws.send("40/users," + json.dumps({"token": guarded.token}))
+        while not ws.recv().startswith("40/users"):  # the catch-up comes before the ack
+            pass
+        ws.send('42/users,["resync",{"since":0,"padding":"' + "x" * 70_000 + '"}]')
+        closed = False
+        for _ in range(20):  # catch-up events may come first; then the server hangs up
+            try:
+                message = ws.recv()
+            except (websocket.WebSocketConnectionClosedException, ConnectionError):
+                closed = True
+                break
+            if message == "":
+                closed = True
+                break
+        assert closed
+    finally:
+        ws.shutdown()  # close() skips the socket once the server has hung up
+
+
+def test_a_socket_sending_too_fast_is_disconnected(guarded):
+    sio = socketio.Client(reconnection=False)
+    sio.connect(guarded.url, namespaces=["/users"], auth={"token": guarded.token},
+                transports=["websocket"], wait_timeout=10)
+    for _ in range(60):
+        if not sio.connected:
+            break
+        sio.emit("resync", {"since": 10**9}, namespace="/users")
+    try:
+        assert wait_disconnected(sio)
+    finally:
+        close_client(sio)
+    assert any("too fast" in line for line in guarded.output)
+
+
+def test_security_headers_on_pages_and_api(guarded):
+    for path in ("/login", "/api/openapi.json", "/api/users"):
+        headers = requests.get(guarded.url + path).headers
+        policy = headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in policy and "'unsafe-inline'" not in policy
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["X-Frame-Options"] == "DENY"
+        assert headers["Referrer-Policy"] == "same-origin"
+
+
+def session_cookie(answer) -> str:
+    return next(v for k, v in answer.headers.items() if k == "Set-Cookie" and v.startswith("session="))
+
+
+@pytest.mark.parametrize(("mode", "base", "secure"), [
+    ("auto", "http://localhost", False), ("auto", "https://localhost", True),
+    ("true", "http://localhost", True), ("false", "https://localhost", False),
+])
+def test_session_cookie_flags(tmp_path, mode, base, secure):
+    site = InProcess(tmp_path, SECURE_COOKIES=mode)
+    cookie = session_cookie(site.app.test_client().get("/login", base_url=base))
+    site.close()
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert ("Secure" in cookie) is secure
+
+
+@pytest.mark.parametrize("body", [
+    {"username": "u" * 10_000, "email": "long@example.com"},
+    {"username": "longmail", "email": "a" * 300 + "@example.com"},
+    {"username": "longpass", "email": "lp@example.com", "password": "p" * 10_000},
+    {"username": "tab\there", "email": "tab@example.com"},
+    {"username": "rtl\u202eoverride", "email": "rtl@example.com"},
+])
+def test_overlong_and_control_character_input_gets_422(guarded, body):
+    before = guarded.api().get(guarded.url + "/api/users").json()
+    answer = guarded.api().post(guarded.url + "/api/users", json=body)
+    assert answer.status_code == 422 and answer.json()["error"]["code"] == "invalid"
+    assert guarded.api().get(guarded.url + "/api/users").json() == before
+
+
+def test_logs_record_refusals_and_failed_logins_but_no_secrets(guarded):
+    http = requests.Session()
+    page = http.get(guarded.url + "/login").text
+    csrf = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+    http.post(guarded.url + "/login", data={"username": "root", "password": "not-it-at-all",
+                                            "csrf_token": csrf})
+    requests.get(guarded.url + "/api/users", headers={"Authorization": "Bearer forged-token-123"})
+    bad = socketio.Client(reconnection=False)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        bad.connect(guarded.url, namespaces=["/users"], auth={"token": "forged-token-456"},
+                    wait_timeout=5)
+    handshake(guarded, "https://evil.example")
+    time.sleep(0.3)
+    text = "".join(guarded.output)
+    assert "failed login for 'root'" in text
+    assert "refused socket" in text and "refused socket handshake from origin" in text
+    assert "invalid or revoked token" in text
+    for secret in ("not-it-at-all", "forged-token-123", "forged-token-456", ADMIN_PASSWORD,
+                   guarded.token):
+        assert secret not in text
