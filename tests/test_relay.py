@@ -62,3 +62,29 @@ def test_relay_with_grace_waits_one_poll_for_the_queue_to_deliver(db):
     add_users(db, "carol")
     assert relay.poll_once() == 1 and emitted == [2]  # 2 was still missing; 3 is new: waits
     assert relay.poll_once() == 1 and emitted == [2, 3]
+
+
+def test_queued_events_are_not_relayed_twice_and_failed_sends_are(db):
+    """Queued here counts as handled; a send that fails goes back to the relay."""
+    from userboard.publish import QueuedEmitter
+
+    class FlakyEmitter:
+        def __init__(self):
+            self.sent = []
+
+        def emit(self, name, data, namespace, room):
+            if data["seq"] == 2:
+                raise ConnectionError("queue down")
+            self.sent.append(data["seq"])
+
+    sent, relayed, flaky = SentSeqs(), [], FlakyEmitter()
+    relay = ChangeLogRelay(db.Session, lambda name, data: relayed.append(data["seq"]), sent,
+                           grace=False)
+    relay.start_at_current()
+    emitter = QueuedEmitter(flaky, sent=sent)
+    db.capture.publishers.append(emitter)
+    add_users(db, "alice", "bob", "carol")
+    assert emitter.flush(5)
+    assert flaky.sent == [1, 3]
+    assert relay.poll_once() == 1 and relayed == [2]  # only the failed one
+    assert sent.last_delivered == 3 and relay.poll_once() == 0

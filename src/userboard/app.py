@@ -50,7 +50,7 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
     if app.config["MESSAGE_QUEUE"]:
         # Every server process delivers every event to its own clients through the queue.
         queue_options["client_manager"] = tracking_redis_manager(
-            app.config["MESSAGE_QUEUE"], app.config["CHANNEL"], sent.mark
+            app.config["MESSAGE_QUEUE"], app.config["CHANNEL"], sent.delivered
         )
     socketio = SocketIO(
         app,
@@ -63,7 +63,7 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
     socketio.on_namespace(namespace)
     app.extensions["userboard.namespace"] = namespace
     app.extensions["userboard.socketio"] = socketio
-    database.capture.publishers.append(QueuedEmitter(socketio, on_sent=sent.mark))
+    database.capture.publishers.append(QueuedEmitter(socketio, sent=sent))
 
     app.jinja_env.globals["csrf_token"] = generate_csrf
 

@@ -26,9 +26,9 @@ class QueuedEmitter:
     and logged; clients notice the gap by seq and resync from the change log.
     """
 
-    def __init__(self, emitter, maxsize: int = 10_000, on_sent=None):
+    def __init__(self, emitter, maxsize: int = 10_000, sent=None):
         self.emitter = emitter
-        self.on_sent = on_sent  # called with each seq handed to the emitter
+        self.sent = sent  # a relay.SentSeqs: told what is queued here, and what failed
         self._queue: queue.Queue = queue.Queue(maxsize)
         self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -40,6 +40,9 @@ class QueuedEmitter:
                 self._queue.put_nowait(item)
             except queue.Full:
                 log.warning("publish queue full; dropped event seq=%s", item.seq)
+                continue
+            if self.sent is not None:
+                self.sent.mark(item.seq)
         # No yield here: under gevent the worker runs once the caller's request has answered.
         # Yielding would send about 0.3 ms sooner to one client, but make every write's HTTP
         # answer wait for the whole broadcast (measured: fan-out at 1,000 clients halved).
@@ -58,10 +61,12 @@ class QueuedEmitter:
             item = self._queue.get()
             try:
                 self.emitter.emit(item.name, item.data, namespace=NAMESPACE, room=ROOM)
-                if self.on_sent is not None:
-                    self.on_sent(item.seq)
+                if self.sent is not None:
+                    self.sent.delivered(item.seq)
             except Exception:
-                log.exception("emit of seq=%s failed; clients will resync", item.seq)
+                log.exception("emit of seq=%s failed; the relay will resend it", item.seq)
+                if self.sent is not None:
+                    self.sent.retry(item.seq)
             finally:
                 self._queue.task_done()
 

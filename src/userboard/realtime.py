@@ -129,7 +129,7 @@ class UsersNamespace(Namespace):
         join_room(ROOM)
         for name, payload in events:
             self._send(sid, name, payload)
-        sent = current_app.extensions["userboard.sent_seqs"].floor
+        sent = current_app.extensions["userboard.sent_seqs"].last_delivered
         self._send(sid, HEARTBEAT, {"seq": max(latest, sent)})
         log.info("socket %s connected for user %s (%s)", sid, user.id, principal.kind)
 

@@ -22,15 +22,33 @@ BATCH = 1000
 
 
 class SentSeqs:
-    """Which seqs this process has emitted: everything up to `floor`, plus a few beyond it."""
+    """Which seqs this process has taken care of: all up to `floor`, plus a few beyond it.
+
+    A seq counts from the moment it is queued for sending here, so the relay never sends a
+    second copy of an event that is merely waiting in a busy emitter's queue. If that send then
+    fails, `retry()` hands the seq back to the relay.
+    """
 
     def __init__(self, floor: int = 0):
         self.floor = floor
+        self.last_delivered = floor  # the highest seq actually sent to this process's clients
         self._above: set[int] = set()
+        self.retries: set[int] = set()
         self._lock = threading.Lock()
+
+    def delivered(self, seq: int) -> None:
+        """The event went out to this process's clients (the heartbeat reports these)."""
+        self.mark(seq)
+        with self._lock:
+            self.last_delivered = max(self.last_delivered, seq)
+
+    def retry(self, seq: int) -> None:
+        with self._lock:
+            self.retries.add(seq)
 
     def mark(self, seq: int) -> None:
         with self._lock:
+            self.retries.discard(seq)
             if seq > self.floor:
                 self._above.add(seq)
             while self.floor + 1 in self._above:
@@ -42,6 +60,7 @@ class SentSeqs:
         with self._lock:
             if seq > self.floor:
                 self.floor = seq
+                self.last_delivered = max(self.last_delivered, seq)
                 self._above = {s for s in self._above if s > seq}
             while self.floor + 1 in self._above:
                 self.floor += 1
@@ -49,6 +68,8 @@ class SentSeqs:
 
     def __contains__(self, seq: int) -> bool:
         with self._lock:
+            if seq in self.retries:
+                return False
             return seq <= self.floor or seq in self._above
 
 
@@ -74,17 +95,25 @@ class ChangeLogRelay:
         emitted = 0
         with self.sessions() as session:
             latest = current_seq(session)
-            if latest <= self.sent.floor:
+            if latest <= self.sent.floor and not self.sent.retries:
                 return 0
+            retries = sorted(self.sent.retries)
             rows = session.execute(
                 select(ChangeLog.seq, ChangeLog.event, ChangeLog.payload)
                 .where(ChangeLog.seq > self.sent.floor, ChangeLog.seq <= latest)
                 .order_by(ChangeLog.seq)
                 .limit(BATCH)
             ).all()
-        if rows and rows[0].seq > self.sent.floor + 1:
+            if retries:  # sends that failed here, below the floor: the log still has them
+                rows = session.execute(
+                    select(ChangeLog.seq, ChangeLog.event, ChangeLog.payload)
+                    .where(ChangeLog.seq.in_(retries[:BATCH]))
+                    .order_by(ChangeLog.seq)
+                ).all() + rows
+        ahead = [row for row in rows if row.seq > self.sent.floor]
+        if ahead and ahead[0].seq > self.sent.floor + 1:
             # Committed (seq <= latest) yet not in the log: pruned before we got to them.
-            self.sent.skip_to(rows[0].seq - 1)
+            self.sent.skip_to(ahead[0].seq - 1)
         missing, waiting = set(), False
         for row in rows:
             if row.seq in self.sent:
@@ -94,7 +123,7 @@ class ChangeLogRelay:
                 waiting = True
                 continue
             self.emit(row.event, row.payload)
-            self.sent.mark(row.seq)
+            self.sent.delivered(row.seq)
             emitted += 1
         self._missing = missing
         return emitted

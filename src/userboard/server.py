@@ -85,7 +85,7 @@ def background_loop(app) -> None:
                 with database.session() as db:
                     namespace.revalidate(db)
                 if ticks % HEARTBEAT_EVERY == 0:
-                    namespace.heartbeat(sent.floor)
+                    namespace.heartbeat(sent.last_delivered)
             except Exception:  # a database hiccup must not end the loop
                 log.exception("background loop failed; retrying")
 

@@ -331,16 +331,18 @@ def measure_fanout(server: Server, writer, clients: int, seconds: float, writers
         thread.join()
     time.sleep(1.0 + writers * len(sends) * clients / 50_000)  # let the queues drain
     arrivals = [a for a in gens.stop() if a[1] in sends]
+    unique = {(a[0], a[1]) for a in arrivals}  # a duplicate is no delivery
     last = max((a[2] for a in arrivals), default=first)
     elapsed = (last - first) / 1e9
     return {
         "clients": clients,
         "connected": gens.connected,
         "writes": len(sends),
-        "deliveries": len(arrivals),
+        "deliveries": len(unique),
+        "duplicates": len(arrivals) - len(unique),
         "expected": len(sends) * gens.connected,
         "seconds": round(elapsed, 3),
-        "deliveries_per_s": round(len(arrivals) / elapsed) if elapsed > 0 else 0,
+        "deliveries_per_s": round(len(unique) / elapsed) if elapsed > 0 else 0,
     }
 
 
