@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -27,10 +28,10 @@ def _clean_environment(monkeypatch):
             monkeypatch.delenv(key)
 
 
-@pytest.fixture(scope="session")
-def postgres_url():
-    """A fresh PostgreSQL database for this test run, dropped at the end."""
-    name = f"userboard_test_{uuid.uuid4().hex[:8]}"
+@contextmanager
+def new_postgres_database(prefix: str):
+    """Create an empty PostgreSQL database, yield its URL, drop it afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
@@ -38,11 +39,19 @@ def postgres_url():
     except Exception as exc:  # no server here
         admin.dispose()
         need(False, f"PostgreSQL not reachable at {PG_ADMIN_URL}: {type(exc).__name__}")
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A PostgreSQL database for this test run (tests reset its tables)."""
+    with new_postgres_database("userboard_test") as url:
+        yield url
 
 
 REDIS_URL = os.environ.get("USERBOARD_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -66,18 +75,8 @@ def redis_url():
 @pytest.fixture
 def pg_database():
     """A new, empty PostgreSQL database for one test."""
-    name = f"userboard_scale_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        admin.dispose()
-        need(False, f"PostgreSQL not reachable at {PG_ADMIN_URL}: {type(exc).__name__}")
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with new_postgres_database("userboard_scale") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -53,12 +53,11 @@ class RedisProcess:
             self.proc.wait()
 
 
-@pytest.fixture
-def cluster(tmp_path, pg_database, redis_url):
-    """Two `userboard serve` processes on one PostgreSQL database and one Redis channel."""
+def start_pair(tmp_path, database_url: str, queue_url: str) -> list[ServerProcess]:
+    """Two `userboard serve` processes of one install: one database, one queue channel."""
     env = {
-        "USERBOARD_DATABASE_URL": pg_database,
-        "USERBOARD_MESSAGE_QUEUE": redis_url,
+        "USERBOARD_DATABASE_URL": database_url,
+        "USERBOARD_MESSAGE_QUEUE": queue_url,
         "USERBOARD_CHANNEL": f"userboard-test-{uuid.uuid4().hex[:8]}",
         "USERBOARD_SECRET_KEY": "shared-by-every-process-of-this-install",
     }
@@ -69,6 +68,13 @@ def cluster(tmp_path, pg_database, redis_url):
     servers[1].token = servers[0].token
     for server in servers:
         server.start()
+    return servers
+
+
+@pytest.fixture
+def cluster(tmp_path, pg_database, redis_url):
+    """Two server processes on one PostgreSQL database and one Redis."""
+    servers = start_pair(tmp_path, pg_database, redis_url)
     yield servers
     for server in servers:
         server.stop()
@@ -141,18 +147,7 @@ def test_four_writer_processes_give_every_client_contiguous_ordered_seqs(cluster
 def test_a_redis_outage_loses_no_write_and_clients_converge(tmp_path, pg_database):
     redis_server = RedisProcess(tmp_path)
     redis_server.start()
-    env = {
-        "USERBOARD_DATABASE_URL": pg_database,
-        "USERBOARD_MESSAGE_QUEUE": redis_server.url,
-        "USERBOARD_SECRET_KEY": "shared",
-    }
-    servers = [ServerProcess(tmp_path / name, env=env) for name in ("a", "b")]
-    for server in servers:
-        server.workdir.mkdir()
-    servers[0].setup_admin()
-    servers[1].token = servers[0].token
-    for server in servers:
-        server.start()
+    servers = start_pair(tmp_path, pg_database, redis_server.url)
     clients = []
     try:
         clients = connect_all(servers)
