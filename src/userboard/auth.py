@@ -75,18 +75,23 @@ def end_login(session: Session, key) -> Principal | None:
     return principal
 
 
-def login_admin(session: Session, key) -> tuple[User, Principal] | None:
-    """The active admin behind a login cookie's key, or None."""
-    if not _valid_secret(key):
+def _admin_by_secret(session: Session, secret, credential, hash_column, kind: str):
+    """The active admin whose credential row (login or token) has this secret's hash."""
+    if not _valid_secret(secret):
         return None
     row = session.execute(
-        select(User, LoginSession.id)
-        .join(LoginSession, LoginSession.user_id == User.id)
-        .where(LoginSession.key_hash == _digest(key))
+        select(User, credential.id)
+        .join(credential, credential.user_id == User.id)
+        .where(hash_column == _digest(secret))
     ).first()
     if row is None or not row[0].is_active_admin:
         return None
-    return row[0], Principal(row[0].id, "session", row[1])
+    return row[0], Principal(row[0].id, kind, row[1])
+
+
+def login_admin(session: Session, key) -> tuple[User, Principal] | None:
+    """The active admin behind a login cookie's key, or None."""
+    return _admin_by_secret(session, key, LoginSession, LoginSession.key_hash, "session")
 
 
 def create_token(session: Session, user: User) -> str:
@@ -99,16 +104,7 @@ def create_token(session: Session, user: User) -> str:
 
 def token_admin(session: Session, token) -> tuple[User, Principal] | None:
     """The active admin owning this API token, or None."""
-    if not _valid_secret(token):
-        return None
-    row = session.execute(
-        select(User, ApiToken.id)
-        .join(ApiToken, ApiToken.user_id == User.id)
-        .where(ApiToken.token_hash == _digest(token))
-    ).first()
-    if row is None or not row[0].is_active_admin:
-        return None
-    return row[0], Principal(row[0].id, "token", row[1])
+    return _admin_by_secret(session, token, ApiToken, ApiToken.token_hash, "token")
 
 
 def still_valid(session: Session, principals: Iterable[Principal]) -> set[Principal]:

@@ -17,8 +17,6 @@ import click  # noqa: E402
 
 from .config import ConfigError, Settings  # noqa: E402
 
-PATCHED_FIRST = True  # tests assert this module patched before importing the rest
-
 
 class CliError(click.ClickException):
     """A one-line message on stderr and exit status 1."""
