@@ -10,8 +10,8 @@ from flask_wtf.csrf import CSRFError, validate_csrf
 from wtforms import ValidationError
 
 from . import auth, users
-from .app import db_session, write_seq
-from .capture import current_seq
+from .app import db_session
+from .capture import answer_seq, current_seq
 from .errors import ApiError
 from .openapi import spec
 
@@ -84,7 +84,7 @@ def list_users():
 def create_user():
     db = db_session()
     user = users.create_user(db, json_body())
-    return jsonify(seq=write_seq(db), user=user.to_dict()), 201
+    return jsonify(seq=answer_seq(db), user=user.to_dict()), 201
 
 
 @bp.get("/users/<int:user_id>")
@@ -101,11 +101,11 @@ def update_user(user_id: int):
     if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
         raise ApiError("bad_request", "version must be an integer", {"version": "must be an integer"})
     user = users.update_user(db, user_id, body, expected_version=version)
-    return jsonify(seq=write_seq(db), user=user.to_dict())
+    return jsonify(seq=answer_seq(db), user=user.to_dict())
 
 
 @bp.delete("/users/<int:user_id>")
 def delete_user(user_id: int):
     db = db_session()
     users.delete_user(db, user_id)
-    return jsonify(seq=write_seq(db))
+    return jsonify(seq=answer_seq(db))

@@ -7,7 +7,6 @@ from flask_socketio import SocketIO
 from flask_wtf.csrf import generate_csrf
 
 from .bootstrap import open_database
-from .capture import current_seq, last_commit_seq
 from .config import Settings, load_or_create_secret_key, secret_key_path
 from .publish import QueuedEmitter, tracking_redis_manager
 from .realtime import UsersNamespace
@@ -94,9 +93,3 @@ def db_session():
     if "db_session" not in g:
         g.db_session = current_app.extensions["userboard.db"].session()
     return g.db_session
-
-
-def write_seq(session) -> int:
-    """The seq a write answers with: its last event's, or the current one if it made none."""
-    seq = last_commit_seq(session)
-    return seq if seq is not None else current_seq(session)

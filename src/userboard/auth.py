@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -135,8 +136,6 @@ class LoginThrottle:
     """
 
     def __init__(self, free: int = 5, window: float = 900, max_wait: float = 300, clock=None):
-        import time
-
         self.free, self.window, self.max_wait = free, window, max_wait
         self.clock = clock or time.monotonic
         self._failures: dict[str, tuple[int, float]] = {}

@@ -431,6 +431,12 @@ def last_commit_seq(session: Session) -> int | None:
     return session.info.get(LAST_SEQ_KEY)
 
 
+def answer_seq(session: Session) -> int:
+    """The seq a write answers with: its last event's, or the current one if it made none."""
+    seq = last_commit_seq(session)
+    return seq if seq is not None else current_seq(session)
+
+
 def current_seq(session: Session) -> int:
     """The last seq handed out, as this session's transaction sees it."""
     counter = SeqCounter.__table__

@@ -29,17 +29,18 @@ def _settings() -> Settings:
         raise CliError(str(exc)) from None
 
 
-def _open_db(settings: Settings, migrate: bool = True):
+def _open_db(settings: Settings):
+    """Migrate, then open the database with capture (and the queue, if configured)."""
     from .bootstrap import open_database
-    from .migrations import upgrade
 
-    if migrate:
-        _upgrade(upgrade, settings.database_url)
+    _migrate(settings.database_url)
     return open_database(settings.database_url, settings.message_queue,
                          settings.change_log_size, settings.channel)
 
 
-def _upgrade(upgrade, url: str) -> None:
+def _migrate(url: str) -> None:
+    from .migrations import upgrade
+
     try:
         upgrade(url)
     except Exception as exc:  # a bad URL, an unreachable server: one line, not a traceback
@@ -63,9 +64,7 @@ def serve(host: str, port: int):
     from .server import run_server
 
     settings = _settings()
-    from .migrations import upgrade
-
-    _upgrade(upgrade, settings.database_url)
+    _migrate(settings.database_url)
     try:
         run_server(settings, host, port)
     except OSError as exc:
@@ -80,9 +79,7 @@ def db():
 @db.command("upgrade")
 def db_upgrade():
     """Migrate the database to the latest schema."""
-    from .migrations import upgrade
-
-    _upgrade(upgrade, _settings().database_url)
+    _migrate(_settings().database_url)
     click.echo("database is at the latest schema")
 
 
@@ -218,14 +215,13 @@ def bench(quick, clients, json_path, plot_path):
 
 def _write(action) -> None:
     from . import users
-    from .capture import current_seq, last_commit_seq
+    from .capture import answer_seq
 
     database = _open_db(_settings())
     try:
         with database.session() as session:
             result = action(users, session)
-            seq = last_commit_seq(session)
-            seq = seq if seq is not None else current_seq(session)
+            seq = answer_seq(session)
             if result is not None:
                 click.echo(f"{result.id}\t{result.username}\t{result.email}\t{result.role}"
                            f"\t{result.status}\tseq={seq}")

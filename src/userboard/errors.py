@@ -33,8 +33,8 @@ class ApiError(Exception):
         self.code, self.message, self.fields = code, message, fields or {}
 
 
-def error_response(code: str, message: str, fields: dict | None = None):
-    body = {"error": {"code": code, "message": message, "fields": fields or {}}}
+def error_response(code: str, message: str, fields: dict | None = None, **extra):
+    body = {"error": {"code": code, "message": message, "fields": fields or {}}, **extra}
     return jsonify(body), STATUS_OF_CODE[code]
 
 
@@ -49,10 +49,9 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(UserError)
     def _user_error(exc: UserError):
-        body = {"error": {"code": exc.code, "message": exc.message, "fields": exc.fields}}
-        if isinstance(exc, StaleVersion):  # the client needs the row as it is now
-            body["user"] = exc.current
-        return jsonify(body), STATUS_OF_CODE[exc.code]
+        # A stale write also gets the row as it is now.
+        extra = {"user": exc.current} if isinstance(exc, StaleVersion) else {}
+        return error_response(exc.code, exc.message, exc.fields, **extra)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

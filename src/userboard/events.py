@@ -17,7 +17,6 @@ USER_ADDED = "user_added"
 USER_UPDATED = "user_updated"
 USER_DELETED = "user_deleted"
 USERS_SNAPSHOT = "users_snapshot"
-EVENT_NAMES = (USER_ADDED, USER_UPDATED, USER_DELETED)
 
 NAMESPACE = "/users"
 # Authenticated clients join this room; events go to the room, never to the bare namespace,

@@ -103,13 +103,9 @@ class UsersNamespace(Namespace):
         # the live events that follow.
         self.socketio.server.emit(name, payload, to=sid, namespace=NAMESPACE, ignore_queue=True)
 
-    def _catch_up(self, sid: str, since) -> int:
-        from .app import db_session
-
-        events, latest = catch_up(db_session(), since)
+    def _send_all(self, sid: str, events: list[tuple[str, dict]]) -> None:
         for name, payload in events:
             self._send(sid, name, payload)
-        return latest
 
     def on_connect(self, auth_payload=None):
         """A browser or script connects; refuse anyone who is not an active admin."""
@@ -127,8 +123,7 @@ class UsersNamespace(Namespace):
         sid = request.sid
         self.clients[sid] = principal
         join_room(ROOM)
-        for name, payload in events:
-            self._send(sid, name, payload)
+        self._send_all(sid, events)
         sent = current_app.extensions["userboard.sent_seqs"].last_delivered
         self._send(sid, HEARTBEAT, {"seq": max(latest, sent)})
         log.info("socket %s connected for user %s (%s)", sid, user.id, principal.kind)
@@ -142,8 +137,12 @@ class UsersNamespace(Namespace):
         """A client saw a gap (or a heartbeat ahead of it): replay after `since`, then ack."""
         if request.sid not in self.clients:
             return {"error": "not connected"}
+        from .app import db_session
+
         since = data.get("since") if isinstance(data, dict) else None
-        return {"seq": self._catch_up(request.sid, since)}
+        events, latest = catch_up(db_session(), since)
+        self._send_all(request.sid, events)
+        return {"seq": latest}
 
     # -- called by the server's background loop and by logout ---------------------------------
 

@@ -51,9 +51,7 @@ class SentSeqs:
             self.retries.discard(seq)
             if seq > self.floor:
                 self._above.add(seq)
-            while self.floor + 1 in self._above:
-                self.floor += 1
-                self._above.discard(self.floor)
+            self._advance()
 
     def skip_to(self, seq: int) -> None:
         """Treat everything up to `seq` as sent (history before start, or pruned rows)."""
@@ -62,9 +60,13 @@ class SentSeqs:
                 self.floor = seq
                 self.last_delivered = max(self.last_delivered, seq)
                 self._above = {s for s in self._above if s > seq}
-            while self.floor + 1 in self._above:
-                self.floor += 1
-                self._above.discard(self.floor)
+            self._advance()
+
+    def _advance(self) -> None:
+        """Move the floor over every seq now contiguous with it (lock held)."""
+        while self.floor + 1 in self._above:
+            self.floor += 1
+            self._above.discard(self.floor)
 
     def __contains__(self, seq: int) -> bool:
         with self._lock:
