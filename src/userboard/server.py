@@ -92,11 +92,15 @@ def background_loop(app) -> None:
     socketio.start_background_task(run)
 
 
-def run_server(settings: Settings, host: str, port: int, app=None) -> None:
-    """Serve until killed; `app` lets the benchmark serve an instrumented one."""
+def run_server(settings: Settings, host: str, port: int) -> None:
+    """Build the app from `settings` and serve it until killed."""
     from .app import create_app
 
-    app = app or create_app(settings=settings)
+    serve(create_app(settings=settings), host, port)
+
+
+def serve(app, host: str, port: int) -> None:
+    """Serve a built app on gevent (HTTP and WebSocket) with its background loop, until killed."""
     server = WSGIServer((host, port), app, handler_class=NoDelayHandler, log=None,
                         error_log=logging.getLogger("userboard.wsgi"))
     server.init_socket()

@@ -20,7 +20,7 @@ from flask import jsonify  # noqa: E402
 from userboard.app import create_app  # noqa: E402
 from userboard.config import Settings  # noqa: E402
 from userboard.migrations import upgrade  # noqa: E402
-from userboard.server import run_server  # noqa: E402
+from userboard.server import serve  # noqa: E402
 
 
 class CommitClock:
@@ -49,7 +49,7 @@ def main() -> None:
     def commit_times():
         return jsonify(clock.times)
 
-    run_server(settings, "127.0.0.1", args.port, app=app)
+    serve(app, "127.0.0.1", args.port)
 
 
 if __name__ == "__main__":
