@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from userboard.app import create_app
 from userboard.auth import create_token, hash_password
+from userboard.extension import app_state
 from userboard.migrations import upgrade
 from userboard.models import ChangeLog, User
 
@@ -20,7 +21,7 @@ class InProcess:
         upgrade(url)
         self.app = create_app({"DATABASE_URL": url, "SOCKETIO_ASYNC_MODE": "threading",
                                "SECRET_KEY": "in-process", **config})
-        self.db = self.app.extensions["userboard.db"]
+        self.db = app_state(self.app).database
         with self.db.session() as s:
             admin = User(username="root", email="root@example.com", role="admin",
                          password_hash=hash_password(PASSWORD))

@@ -10,9 +10,9 @@ from flask_wtf.csrf import CSRFError, validate_csrf
 from wtforms import ValidationError
 
 from . import auth, users
-from .app import db_session
 from .capture import answer_seq, current_seq
 from .errors import ApiError
+from .extension import get_db
 from .openapi import spec
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def require_admin():
     """Admit a valid bearer token, or an admin session (with a CSRF token for writes)."""
     if request.endpoint == "api.openapi":
         return None
-    db = db_session()
+    db = get_db()
     header = request.headers.get("Authorization", "")
     if header:
         scheme, _, token = header.partition(" ")
@@ -74,7 +74,7 @@ def json_body() -> dict:
 
 @bp.get("/users")
 def list_users():
-    db = db_session()
+    db = get_db()
     seq = current_seq(db)
     rows = [u.to_dict() for u in users.list_users(db)]
     return jsonify(seq=seq, users=rows)
@@ -82,20 +82,20 @@ def list_users():
 
 @bp.post("/users")
 def create_user():
-    db = db_session()
+    db = get_db()
     user = users.create_user(db, json_body())
     return jsonify(seq=answer_seq(db), user=user.to_dict()), 201
 
 
 @bp.get("/users/<int:user_id>")
 def get_user(user_id: int):
-    return jsonify(user=users.get_user(db_session(), user_id).to_dict())
+    return jsonify(user=users.get_user(get_db(), user_id).to_dict())
 
 
 @bp.patch("/users/<int:user_id>")
 def update_user(user_id: int):
     """Change fields; with "version", only if the row is still at that version."""
-    db = db_session()
+    db = get_db()
     body = json_body()
     version = body.pop("version", None)
     if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
@@ -106,6 +106,6 @@ def update_user(user_id: int):
 
 @bp.delete("/users/<int:user_id>")
 def delete_user(user_id: int):
-    db = db_session()
+    db = get_db()
     users.delete_user(db, user_id)
     return jsonify(seq=answer_seq(db))

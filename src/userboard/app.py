@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from flask import Flask, g
+from flask import Flask
 from flask_socketio import SocketIO
 from flask_wtf.csrf import generate_csrf
 
+from . import errors, extension, i18n, security
+from .api import bp as api_bp
+from .auth import LoginThrottle
 from .bootstrap import open_database
 from .config import Settings, load_or_create_secret_key, secret_key_path
+from .extension import Userboard
 from .publish import QueuedEmitter, tracking_redis_manager
 from .realtime import UsersNamespace
 from .relay import SentSeqs
-from .security import origin_checker
+from .web import bp as web_bp
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -41,10 +45,7 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         app.config["SECRET_KEY"] = load_or_create_secret_key(path)
 
     database = open_database(app.config["DATABASE_URL"], retention=app.config["CHANGE_LOG_SIZE"])
-    app.extensions["userboard.db"] = database
-
     sent = SentSeqs()
-    app.extensions["userboard.sent_seqs"] = sent
     queue_options = {}
     if app.config["MESSAGE_QUEUE"]:
         # Every server process delivers every event to its own clients through the queue.
@@ -55,41 +56,22 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         app,
         async_mode=app.config["SOCKETIO_ASYNC_MODE"],
         max_http_buffer_size=MAX_BODY_BYTES,  # a bigger message closes the connection
-        cors_allowed_origins=origin_checker(tuple(app.config["ALLOWED_ORIGINS"])),
+        cors_allowed_origins=security.origin_checker(tuple(app.config["ALLOWED_ORIGINS"])),
         **queue_options,
     )
     namespace = UsersNamespace()
     socketio.on_namespace(namespace)
-    app.extensions["userboard.namespace"] = namespace
-    app.extensions["userboard.socketio"] = socketio
     database.capture.publishers.append(QueuedEmitter(socketio, sent=sent))
+    app.extensions[extension.KEY] = Userboard(
+        database=database, socketio=socketio, namespace=namespace, sent=sent,
+        login_throttle=LoginThrottle(),
+    )
 
     app.jinja_env.globals["csrf_token"] = generate_csrf
-
-    @app.teardown_appcontext
-    def _close_session(_exc):
-        session = g.pop("db_session", None)
-        if session is not None:
-            session.close()
-
-    from . import errors, i18n, security
-    from .api import bp as api_bp
-    from .auth import LoginThrottle
-    from .web import bp as web_bp
-
-    app.extensions["userboard.login_throttle"] = LoginThrottle()
+    extension.init_app(app)
     i18n.init_app(app)
     security.init_app(app)
     errors.init_app(app)
     app.register_blueprint(web_bp)
     app.register_blueprint(api_bp)
     return app
-
-
-def db_session():
-    """The request's (or socket event's) database session, closed when its context ends."""
-    from flask import current_app
-
-    if "db_session" not in g:
-        g.db_session = current_app.extensions["userboard.db"].session()
-    return g.db_session

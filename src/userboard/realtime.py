@@ -12,19 +12,19 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import current_app, request, session
+from flask import request, session
 from flask_socketio import ConnectionRefusedError, Namespace, join_room
 from sqlalchemy import select
 
 from . import auth
 from .capture import current_seq
 from .events import NAMESPACE, ROOM, USERS_SNAPSHOT
+from .extension import app_state, get_db
 from .models import ChangeLog, User, user_dict
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT = "heartbeat"
-RESYNC = "resync"
 # Farther behind than this, a snapshot is cheaper than replaying every event.
 REPLAY_LIMIT = 1000
 # Client-to-server events per connection: a burst of this many, refilled at RATE per second.
@@ -98,34 +98,36 @@ class UsersNamespace(Namespace):
         self._budget[sid] = (tokens - 1, now)
         return True
 
-    def _send(self, sid: str, name: str, payload: dict) -> None:
-        # Straight to the local client, not through a message queue: keeps the order with
-        # the live events that follow.
-        self.socketio.server.emit(name, payload, to=sid, namespace=NAMESPACE, ignore_queue=True)
+    def emit_local(self, name: str, payload: dict, to: str = ROOM) -> None:
+        """Send to this process's own clients in `to`, never through the message queue.
+
+        Catch-ups, relayed events and heartbeats belong to this process: through the queue
+        every process would deliver them to its clients, and a catch-up could arrive after the
+        live events that follow it.
+        """
+        self.socketio.server.emit(name, payload, to=to, namespace=NAMESPACE, ignore_queue=True)
 
     def _send_all(self, sid: str, events: list[tuple[str, dict]]) -> None:
         for name, payload in events:
-            self._send(sid, name, payload)
+            self.emit_local(name, payload, to=sid)
 
     def on_connect(self, auth_payload=None):
         """A browser or script connects; refuse anyone who is not an active admin."""
-        from .app import db_session
-
-        found = socket_admin(db_session(), auth_payload)
+        found = socket_admin(get_db(), auth_payload)
         if found is None:
             log.info("refused socket from %s: not authenticated", request.remote_addr)
             raise ConnectionRefusedError({"code": "unauthorized"})
         user, principal = found
         since = auth_payload.get("since") if isinstance(auth_payload, dict) else None
-        events, latest = catch_up(db_session(), since)
+        events, latest = catch_up(get_db(), since)
         # From here on nothing yields: the client joins the room and gets its catch-up before
         # any live event can be queued for it.
         sid = request.sid
         self.clients[sid] = principal
         join_room(ROOM)
         self._send_all(sid, events)
-        sent = current_app.extensions["userboard.sent_seqs"].last_delivered
-        self._send(sid, HEARTBEAT, {"seq": max(latest, sent)})
+        sent = app_state().sent.last_delivered
+        self.emit_local(HEARTBEAT, {"seq": max(latest, sent)}, to=sid)
         log.info("socket %s connected for user %s (%s)", sid, user.id, principal.kind)
 
     def on_disconnect(self, reason=None):
@@ -137,10 +139,8 @@ class UsersNamespace(Namespace):
         """A client saw a gap (or a heartbeat ahead of it): replay after `since`, then ack."""
         if request.sid not in self.clients:
             return {"error": "not connected"}
-        from .app import db_session
-
         since = data.get("since") if isinstance(data, dict) else None
-        events, latest = catch_up(db_session(), since)
+        events, latest = catch_up(get_db(), since)
         self._send_all(request.sid, events)
         return {"seq": latest}
 
@@ -169,5 +169,4 @@ class UsersNamespace(Namespace):
                 self.cut(sid)
 
     def heartbeat(self, seq: int) -> None:
-        self.socketio.server.emit(HEARTBEAT, {"seq": seq}, to=ROOM, namespace=NAMESPACE,
-                                  ignore_queue=True)
+        self.emit_local(HEARTBEAT, {"seq": seq})

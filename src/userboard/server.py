@@ -14,8 +14,14 @@ import sys
 
 import gevent
 from gevent.pywsgi import WSGIHandler, WSGIServer
+from sqlalchemy import func, select
 
+from . import users
+from .app import create_app
 from .config import Settings
+from .extension import app_state
+from .models import User
+from .relay import ChangeLogRelay
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +43,7 @@ class NoDelayHandler(WSGIHandler):
 
 def ensure_first_admin(app) -> str | None:
     """On an empty users table, create `admin` with a random password and return it."""
-    from sqlalchemy import func, select
-
-    from . import users
-    from .models import User
-
-    database = app.extensions["userboard.db"]
-    with database.session() as session:
+    with app_state(app).database.session() as session:
         if session.scalar(select(func.count()).select_from(User)):
             return None
         password = secrets.token_urlsafe(12)
@@ -61,18 +61,8 @@ HEARTBEAT_EVERY = 4  # ticks: the latest seq goes to every client every 2 s
 
 def background_loop(app) -> None:
     """Relay other processes' events, cut sockets whose credential ended, send heartbeats."""
-    from .events import NAMESPACE, ROOM
-    from .relay import ChangeLogRelay
-
-    socketio = app.extensions["userboard.socketio"]
-    namespace = app.extensions["userboard.namespace"]
-    database = app.extensions["userboard.db"]
-    sent = app.extensions["userboard.sent_seqs"]
-
-    def emit_local(name, payload):
-        socketio.server.emit(name, payload, namespace=NAMESPACE, to=ROOM, ignore_queue=True)
-
-    relay = ChangeLogRelay(database.sessions, emit_local, sent)
+    state = app_state(app)
+    relay = ChangeLogRelay(state.database.sessions, state.namespace.emit_local, state.sent)
     relay.start_at_current()
 
     def run():
@@ -82,20 +72,18 @@ def background_loop(app) -> None:
             ticks += 1
             try:
                 relay.poll_once()
-                with database.session() as db:
-                    namespace.revalidate(db)
+                with state.database.session() as db:
+                    state.namespace.revalidate(db)
                 if ticks % HEARTBEAT_EVERY == 0:
-                    namespace.heartbeat(sent.last_delivered)
+                    state.namespace.heartbeat(state.sent.last_delivered)
             except Exception:  # a database hiccup must not end the loop
                 log.exception("background loop failed; retrying")
 
-    socketio.start_background_task(run)
+    state.socketio.start_background_task(run)
 
 
 def run_server(settings: Settings, host: str, port: int) -> None:
     """Build the app from `settings` and serve it until killed."""
-    from .app import create_app
-
     serve(create_app(settings=settings), host, port)
 
 

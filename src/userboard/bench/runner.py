@@ -552,11 +552,12 @@ def api_throughput(url: str, requests_count: int) -> dict:
     """API writes/s through the WSGI app (no network), capture on vs. off, same database."""
     from ..app import create_app
     from ..auth import create_token
+    from ..extension import app_state
     from ..models import User
 
     app = create_app({"DATABASE_URL": url, "SOCKETIO_ASYNC_MODE": "threading",
                       "SECRET_KEY": "bench"})
-    database = app.extensions["userboard.db"]
+    database = app_state(app).database
     with database.session() as s:
         admin = User(username=f"api{uuid.uuid4().hex[:6]}", email=f"a{uuid.uuid4().hex[:6]}@example.com",
                      role="admin")

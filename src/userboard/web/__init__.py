@@ -12,7 +12,6 @@ from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
-    current_app,
     flash,
     g,
     redirect,
@@ -24,8 +23,8 @@ from flask import (
 from flask_babel import gettext as _
 
 from .. import auth, users
-from ..app import db_session
 from ..capture import current_seq
+from ..extension import app_state, get_db
 from ..i18n import LANGUAGES
 from .forms import CsrfOnlyForm, EditUserForm, LoginForm, UserForm
 
@@ -59,7 +58,7 @@ def client_strings() -> dict:
 def login_required(view):
     @wraps(view)
     def wrapper(*args, **kwargs):
-        found = auth.login_admin(db_session(), session.get("login"))
+        found = auth.login_admin(get_db(), session.get("login"))
         if found is None:
             session.pop("login", None)
             return redirect(url_for("web.login"))
@@ -70,7 +69,7 @@ def login_required(view):
 
 
 def throttle() -> auth.LoginThrottle:
-    return current_app.extensions["userboard.login_throttle"]
+    return app_state().login_throttle
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -87,7 +86,7 @@ def login():
             error, status = _("Too many failed attempts. Try again in %(n)d seconds.",
                               n=int(wait) + 1), 429
         else:
-            user = auth.authenticate(db_session(), form.username.data.strip(), form.password.data)
+            user = auth.authenticate(get_db(), form.username.data.strip(), form.password.data)
             if user is None:
                 throttle().failed(*keys)
                 log.warning("failed login for %r from %s", form.username.data.strip()[:64],
@@ -97,7 +96,7 @@ def login():
             throttle().succeeded(*keys)
             lang = session.get("lang")
             session.clear()
-            session["login"] = auth.start_login(db_session(), user)
+            session["login"] = auth.start_login(get_db(), user)
             if lang:
                 session["lang"] = lang
             return redirect(url_for("web.dashboard"))
@@ -107,9 +106,9 @@ def login():
 @bp.post("/logout")
 def logout():
     if CsrfOnlyForm().validate_on_submit():
-        ended = auth.end_login(db_session(), session.get("login"))
+        ended = auth.end_login(get_db(), session.get("login"))
         if ended is not None:  # cut this login's sockets here; other processes within a tick
-            current_app.extensions["userboard.namespace"].cut_principal(ended)
+            app_state().namespace.cut_principal(ended)
         lang = session.get("lang")
         session.clear()
         if lang:
@@ -128,7 +127,7 @@ def set_language(code: str):
 
 
 def render_dashboard(form: UserForm, status: int = 200):
-    db = db_session()
+    db = get_db()
     seq = current_seq(db)
     rows = [u.to_dict() for u in users.list_users(db)]
     db.rollback()
@@ -161,7 +160,7 @@ def add_user():
         flash(_("The form expired. Please try again."), "error")
         return render_dashboard(form, 400)
     try:
-        user = users.create_user(db_session(), form.user_data())
+        user = users.create_user(get_db(), form.user_data())
     except users.UserError as exc:
         show_errors(form, exc)
         return render_dashboard(form, 422 if exc.code != "conflict" else 409)
@@ -172,7 +171,7 @@ def add_user():
 @bp.route("/users/<int:user_id>/edit", methods=["GET", "POST"])
 @login_required
 def edit_user(user_id: int):
-    db = db_session()
+    db = get_db()
     seq = current_seq(db)  # read first: the socket replays everything after it
     try:
         user = users.get_user(db, user_id)
@@ -213,7 +212,7 @@ def delete_user(user_id: int):
         flash(_("The form expired. Please try again."), "error")
         return redirect(url_for("web.dashboard"))
     try:
-        users.delete_user(db_session(), user_id)
+        users.delete_user(get_db(), user_id)
     except users.UserError as exc:
         flash(_(exc.message), "error")
     else:
