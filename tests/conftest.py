@@ -13,6 +13,7 @@ from userboard.capture import install_capture
 from userboard.db import Base, make_engine, make_session_factory
 from userboard.publish import EventRecorder
 
+from .gadgets import GadgetBase
 from .helpers import IN_CI, ServerProcess, need
 
 PG_ADMIN_URL = os.environ.get(
@@ -91,8 +92,9 @@ class CapturingDatabase:
 
     def __init__(self, url: str):
         self.engine = make_engine(url)
-        Base.metadata.drop_all(self.engine)
-        Base.metadata.create_all(self.engine)
+        for metadata in (GadgetBase.metadata, Base.metadata):
+            metadata.drop_all(self.engine)
+            metadata.create_all(self.engine)
         self.Session = make_session_factory(self.engine)
         self.recorder = EventRecorder()
         self.capture = install_capture(self.Session, self.recorder)

@@ -68,5 +68,5 @@ def test_servers_starting_together_on_postgresql_take_turns(pg_database):
     assert errors == []
     engine = create_engine(pg_database)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
     engine.dispose()

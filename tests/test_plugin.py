@@ -7,6 +7,8 @@ import pytest
 from userboard.models import User
 from userboard.testing import assert_no_events, capture_events
 
+from .gadgets import Gadget
+
 pytest_plugins = ["pytester"]
 
 
@@ -16,6 +18,16 @@ def test_capture_events_records_names_and_payloads(db):
         s.commit()
     assert events.names == ["user_added"]
     assert events.payloads("user_added")[0]["user"]["username"] == "alice"
+
+
+def test_capture_events_records_any_captured_model(db):
+    with capture_events() as events, db.Session() as s:
+        s.add(Gadget(code="G-1", name="widget"))
+        s.add(User(username="alice", email="alice@example.com"))
+        s.commit()
+    assert events.names == ["gadget_added", "user_added"]
+    assert events.payloads("gadget_added")[0]["gadget"]["code"] == "G-1"
+    assert [e.seq for e in events] == [1, 2]
 
 
 def test_capture_events_stops_recording_after_the_block(db):

@@ -1,25 +1,36 @@
-"""Commit-time change capture: User rows in, ordered diff events out. Imports no Flask.
+"""Commit-time change capture: rows of opted-in models in, ordered diff events out.
 
-Wire any session factory (the web app's, the CLI's, a script's) with::
+Imports no Flask and names no model. A model opts in with one declaration::
 
-    from userboard.capture import install_capture
+    from userboard.capture import tracked
+
+    @tracked("note", changes=("title", "body"), serialize=note_dict)
+    class Note(Base):
+        ...
+
+and a session factory (the web app's, the CLI's, a script's) is wired with::
+
     capture = install_capture(Session, publisher)
 
-and every committed change to a `User` becomes one event:
+From then on every committed change to a `Note` becomes one event, `note_added`,
+`note_updated` or `note_deleted` (see `events.py` for the payloads):
 
-1. Before a flush, the values each dirty or deleted user had are noted; after the flush, the new
-   values (ids, versions, defaults) are read. Both are kept as plain dicts in `session.info`,
-   never as live ORM objects. ORM bulk `update(User)` / `delete(User)` statements, which bypass
-   flush events, are seen in `do_orm_execute`: the rows they touch are read before and after.
-2. Changes coalesce per user within the transaction (added+updated -> added, added+deleted ->
+1. Before a flush, the values each dirty or deleted row had are noted; after the flush, the new
+   values (keys, versions, defaults) are read. Both are kept as plain dicts in `session.info`,
+   never as live ORM objects. ORM bulk statements, which bypass flush events, are seen in
+   `do_orm_execute`: `insert(Model)` (with a list of rows, or `.returning(...)`) through
+   RETURNING, `update(Model)` / `delete(Model)` by reading the rows they touch before and after.
+2. Changes coalesce per row within the transaction (added+updated -> added, added+deleted ->
    nothing, updated+updated -> one update with the first "previous", updated+deleted -> deleted,
-   an update that changes no field -> nothing). A rolled-back SAVEPOINT restores what was pending
-   when it began; releasing one is not a commit.
+   an update that changes none of the model's `changes` fields -> nothing). A rolled-back
+   SAVEPOINT restores what was pending when it began; releasing one is not a commit.
 3. In `before_commit` of the outermost transaction the events get their `seq` from the one-row
    counter (its row lock is held until COMMIT, so seq follows commit order across processes) and
    are written to the change log in the same transaction.
 4. After the commit, and only then, the events go to the publishers. No SQL runs there, and a
    publisher that raises is logged and ignored: publishing never fails a write.
+
+Only plain SQLAlchemy ORM work is seen here: Core statements on tables and raw SQL bypass it.
 """
 
 from __future__ import annotations
@@ -29,15 +40,16 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from functools import cached_property
 from types import SimpleNamespace
-from typing import Protocol
+from typing import Any, Protocol
 
-from sqlalchemy import delete, event, inspect, select, update
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy import bindparam, delete, event, insert, inspect, select, text, update
+from sqlalchemy.orm import Mapper, Session, SessionTransaction
 
 from . import events as ev
-from .db import utcnow
-from .models import DATA_FIELDS, USER_FIELDS, ChangeLog, SeqCounter, User, iso, user_dict
+from .changelog import ChangeLog, SeqCounter
+from .db import UTCDateTime, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -54,43 +66,126 @@ class Publisher(Protocol):
         """Hand committed events on. Must not block the committing caller."""
 
 
+# -- what is captured --------------------------------------------------------------------------
+
+
+class Tracked:
+    """How one model's rows become events: its entity name, serializer and change fields."""
+
+    def __init__(self, model: type, entity: str, changes: Sequence[str],
+                 serialize: Callable[[Any], dict]):
+        self.model = model
+        self.entity = entity
+        self.changes = tuple(changes)
+        self.serialize = serialize
+
+    @cached_property
+    def mapper(self) -> Mapper:
+        mapper = inspect(self.model)
+        if len(mapper.primary_key) != 1:
+            raise TypeError(f"{self.model.__name__}: capture needs a one-column primary key")
+        return mapper
+
+    @cached_property
+    def table(self):
+        return self.mapper.local_table
+
+    @cached_property
+    def key_column(self):
+        return self.mapper.primary_key[0]
+
+    @cached_property
+    def key_attr(self) -> str:
+        return self.mapper.get_property_by_column(self.key_column).key
+
+    @cached_property
+    def version_attr(self) -> str | None:
+        column = self.mapper.version_id_col
+        return None if column is None else self.mapper.get_property_by_column(column).key
+
+    def key_of(self, row) -> Any:
+        return getattr(row, self.key_attr)
+
+    def version_of(self, row) -> int | None:
+        return None if self.version_attr is None else getattr(row, self.version_attr)
+
+    def differs(self, before: dict, after: dict) -> bool:
+        """Whether an update changed a field whose change is an event."""
+        return any(before[k] != after[k] for k in self.changes)
+
+    def row_view(self, values) -> SimpleNamespace:
+        """A table row (a mapping of column to value) by attribute name, as the ORM object reads."""
+        return SimpleNamespace(**{
+            prop.key: values[prop.columns[0]] for prop in self.mapper.column_attrs
+        })
+
+
+_tracked: dict[type, Tracked] = {}
+
+
+def tracked(entity: str, *, changes: Sequence[str], serialize: Callable[[Any], dict]):
+    """Class decorator: broadcast the model's committed changes as ENTITY_added/updated/deleted.
+
+    `serialize(row)` gives the JSON-ready dict clients see (the same function the app's API
+    should use); it is called with ORM objects and with plain objects carrying every column as
+    an attribute. `changes` are the serialized fields whose change is an event; other fields
+    (`updated_at`, ...) ride along in `changes` and `previous` when they differ too.
+    """
+
+    def decorate(model: type) -> type:
+        _tracked[model] = Tracked(model, entity, changes, serialize)
+        return model
+
+    return decorate
+
+
+def tracking(model: type) -> Tracked | None:
+    """The declaration that applies to `model` (or a base class), if any."""
+    for cls in model.__mro__:
+        found = _tracked.get(cls)
+        if found is not None:
+            return found
+    return None
+
+
+# -- coalescing --------------------------------------------------------------------------------
+
+
 @dataclass
 class _Change:
-    """What happened to one user in the current transaction, coalesced."""
+    """What happened to one row in the current transaction, coalesced."""
 
-    kind: str  # "added" | "updated" | "deleted"
-    before: dict | None  # the row at transaction start (updated, deleted)
-    after: dict | None  # the row now (added, updated)
+    kind: str  # ev.ADDED | ev.UPDATED | ev.DELETED
+    before: dict | None  # the serialized row at transaction start (updated, deleted)
+    after: dict | None  # the serialized row now (added, updated)
+    version: int | None = None  # the row's version now (updated)
 
 
 def _merge(old: _Change | None, new: _Change) -> _Change | None:
     """Coalesce a newly observed change into what the transaction already holds."""
     if old is None:
         return new
-    if old.kind == "added":
-        if new.kind == "deleted":
-            return None
-        return _Change("added", None, new.after)
-    if new.kind == "deleted":
-        return _Change("deleted", old.before, None)
-    if old.kind == "deleted":  # the same primary key inserted again
-        return _Change("updated", old.before, new.after)
-    return _Change("updated", old.before, new.after)
+    if old.kind == ev.ADDED:
+        return None if new.kind == ev.DELETED else _Change(ev.ADDED, None, new.after)
+    if new.kind == ev.DELETED:
+        return _Change(ev.DELETED, old.before, None)
+    # updated+updated, or deleted then the same key inserted again: one update
+    return _Change(ev.UPDATED, old.before, new.after, new.version)
 
 
 class _Pending:
     """Changes of one session's current transaction, plus snapshots for open savepoints."""
 
     def __init__(self) -> None:
-        self.changes: dict[int, _Change] = {}
-        self.savepoints: dict[SessionTransaction, dict[int, _Change]] = {}
+        self.changes: dict[tuple[Tracked, Any], _Change] = {}
+        self.savepoints: dict[SessionTransaction, dict] = {}
         self.before_flush: dict[int, dict] = {}
         self.prepared: list[ev.Event] = []
 
-    def observe(self, user_id: int, change: _Change) -> None:
-        merged = _merge(self.changes.pop(user_id, None), change)
+    def observe(self, spec: Tracked, key: Any, change: _Change) -> None:
+        merged = _merge(self.changes.pop((spec, key), None), change)
         if merged is not None:
-            self.changes[user_id] = merged
+            self.changes[(spec, key)] = merged
 
     def reset(self) -> None:
         self.changes.clear()
@@ -106,130 +201,99 @@ def _pending(session: Session) -> _Pending:
     return state
 
 
-def _committed_row(obj: User) -> dict:
-    """The values an object had before its unflushed changes, as a public user dict."""
-    attrs = inspect(obj).attrs
+def _is_real(spec: Tracked, change: _Change) -> bool:
+    return change.kind != ev.UPDATED or spec.differs(change.before, change.after)
+
+
+def _row_before_flush(session: Session, spec: Tracked, obj) -> dict:
+    """The serialized row as the database holds it, before the object's unflushed changes."""
+    state = inspect(obj)
     values = {}
-    for key in USER_FIELDS:
-        history = attrs[key].history
+    for prop in state.mapper.column_attrs:
+        history = state.attrs[prop.key].history
         if history.deleted:
-            values[key] = history.deleted[0]
+            values[prop.key] = history.deleted[0]
         elif history.unchanged:
-            values[key] = history.unchanged[0]
+            values[prop.key] = history.unchanged[0]
+        elif history.added:  # set while not loaded, without active_history: ask the database
+            row = session.connection().execute(
+                select(spec.table).where(spec.key_column == spec.key_of(obj))
+            ).one()
+            return spec.serialize(spec.row_view(row._mapping))
         else:  # not loaded and not changed: load it
-            values[key] = getattr(obj, key)
-    return user_dict(SimpleNamespace(**values))
+            values[prop.key] = getattr(obj, prop.key)
+    return spec.serialize(SimpleNamespace(**values))
 
 
-def _build_events(changes: Iterable[tuple[int, _Change]], first_seq: int) -> list[ev.Event]:
-    events = []
-    for user_id, change in changes:
-        seq = first_seq + len(events)
-        if change.kind == "added":
-            events.append(ev.user_added(seq, change.after))
-        elif change.kind == "deleted":
-            events.append(ev.user_deleted(seq, user_id))
+def _build_events(changes: Iterable[tuple[Tracked, Any, _Change]], first_seq: int) -> list[ev.Event]:
+    built = []
+    for spec, key, change in changes:
+        seq = first_seq + len(built)
+        if change.kind == ev.ADDED:
+            built.append(ev.added(spec.entity, seq, key, change.after))
+        elif change.kind == ev.DELETED:
+            built.append(ev.deleted(spec.entity, seq, key))
         else:
             before, after = change.before, change.after
-            keys = [k for k in DATA_FIELDS if before[k] != after[k]]
-            keys.append("updated_at")
-            events.append(
-                ev.user_updated(
-                    seq,
-                    user_id,
-                    after["version"],
-                    {k: after[k] for k in keys},
-                    {k: before[k] for k in keys},
-                )
-            )
-    return events
+            quiet = (spec.key_attr, spec.version_attr)
+            fields = [k for k in after if k not in quiet and before.get(k) != after[k]]
+            built.append(ev.updated(
+                spec.entity, seq, key, change.version,
+                {k: after[k] for k in fields}, {k: before.get(k) for k in fields},
+            ))
+    return built
 
 
-def _is_real(change: _Change) -> bool:
-    if change.kind != "updated":
-        return True
-    return any(change.before[k] != change.after[k] for k in DATA_FIELDS)
+# -- the commit path: seqs and change log, one statement per database -------------------------
 
+_counter = SeqCounter.__table__
+_change_log = ChangeLog.__table__
 
-# The two statements every capturing commit runs. On the commit path, so on SQLite and
-# PostgreSQL they go straight to the driver: SQLAlchemy's statement compilation and caching
-# cost about 150 us a commit here (measured; see docs/benchmarks.md).
-_RAW_SQL = {
-    "qmark": (
-        "UPDATE seq_counter SET value = value + ? WHERE id = 1 RETURNING value",
-        "INSERT INTO change_log (seq, event, user_id, payload, committed_at)"
-        " VALUES (?, ?, ?, ?, ?)",
-    ),
-    "format": (
-        "UPDATE seq_counter SET value = value + %s WHERE id = 1 RETURNING value",
-        "INSERT INTO change_log (seq, event, user_id, payload, committed_at)"
-        " VALUES (%s, %s, %s, %s::json, %s)",
-    ),
-}
-_RAW_SQL["pyformat"] = _RAW_SQL["format"]
+# Any database: claim `count` seqs (the row stays locked until COMMIT), then insert the log rows.
+_CLAIM_SEQS = (
+    update(_counter)
+    .where(_counter.c.id == 1)
+    .values(value=_counter.c.value + bindparam("count"))
+    .returning(_counter.c.value)
+)
 
-
-# Up to this many events, PostgreSQL takes the seqs and writes the log in one statement.
-ONE_TRIP_MAX = 500
-
-
-def _log_in_one_trip(connection, changes) -> list[ev.Event]:
-    """PostgreSQL: bump the counter and insert the log rows in one round trip (a CTE).
-
-    The payloads are built with seq 0 and get their real seq inside the statement
-    (jsonb_set); the events handed to publishers are rebuilt from the seqs it returns.
-    """
-    drafts = _build_events(changes, 0)
-    now = utcnow().replace(tzinfo=None)
-    rows = ", ".join(["(%s::int, %s, %s::int, %s, %s::timestamp)"] * len(drafts))
-    sql = (
-        "WITH s AS (UPDATE seq_counter SET value = value + %s WHERE id = 1 RETURNING value) "
-        "INSERT INTO change_log (seq, event, user_id, payload, committed_at) "
-        "SELECT s.value - %s + v.k, v.event, v.user_id, "
-        "jsonb_set(v.payload::jsonb, '{seq}', to_jsonb(s.value - %s + v.k))::json, v.at "
-        f"FROM s, (VALUES {rows}) AS v(k, event, user_id, payload, at) RETURNING seq"
+# PostgreSQL: both in one round trip. The drafts carry seq 0; each row gets its real seq inside
+# the statement, and the statement answers with the first one.
+_CLAIM_AND_LOG_POSTGRESQL = text("""
+    WITH claimed AS (
+        UPDATE seq_counter SET value = value + :count WHERE id = 1
+        RETURNING value - :count AS before
+    ), logged AS (
+        INSERT INTO change_log (seq, event, entity, row_key, payload, committed_at)
+        SELECT claimed.before + e.k, e.event, e.entity, e.row_key,
+               CAST(jsonb_set(e.payload, '{seq}', to_jsonb(claimed.before + e.k)) AS json), :now
+        FROM claimed, jsonb_to_recordset(CAST(:events AS jsonb))
+             AS e(k int, event text, entity text, row_key text, payload jsonb)
+        RETURNING seq
     )
-    params = [len(drafts), len(drafts), len(drafts)]
-    for k, draft in enumerate(drafts, start=1):
-        params += [k, draft.name, draft.user_id, json.dumps(draft.data), now]
-    last = max(connection.exec_driver_sql(sql, tuple(params)).scalars())
-    return _build_events(changes, last - len(drafts) + 1)
+    SELECT min(seq) FROM logged
+""").bindparams(bindparam("now", type_=UTCDateTime()))
 
 
-def _take_seqs(connection, count: int) -> int:
-    """Add `count` to the counter row (locking it until commit); return the new last seq."""
-    raw = _RAW_SQL.get(connection.dialect.paramstyle)
-    if raw is not None:
-        return connection.exec_driver_sql(raw[0], (count,)).scalar_one()
-    counter = SeqCounter.__table__
-    return connection.execute(
-        update(counter)
-        .where(counter.c.id == 1)
-        .values(value=counter.c.value + count)
-        .returning(counter.c.value)
-    ).scalar_one()
-
-
-def _write_log(connection, events: list[ev.Event]) -> None:
-    """Insert one change-log row per event, in the committing transaction."""
+def _log_events(connection, drafts: list[ev.Event]) -> int:
+    """Give `drafts` consecutive seqs and write them to the change log; return the first seq."""
     now = utcnow()
-    raw = _RAW_SQL.get(connection.dialect.paramstyle)
-    if raw is not None:
-        naive = now.replace(tzinfo=None)  # stored as naive UTC, like UTCDateTime does
-        stamp = naive.isoformat(" ") if connection.dialect.name == "sqlite" else naive
-        connection.exec_driver_sql(
-            raw[1],
-            [(e.seq, e.name, e.user_id, json.dumps(e.data), stamp) for e in events],
-        )
-        return
-    connection.execute(
-        ChangeLog.__table__.insert(),
-        [
-            {"seq": e.seq, "event": e.name, "user_id": e.user_id, "payload": e.data,
-             "committed_at": now}
-            for e in events
-        ],
-    )
+    if connection.dialect.name == "postgresql":
+        rows = [
+            {"k": k, "event": d.name, "entity": d.entity, "row_key": str(d.key), "payload": d.data}
+            for k, d in enumerate(drafts, start=1)
+        ]
+        return connection.execute(
+            _CLAIM_AND_LOG_POSTGRESQL,
+            {"count": len(drafts), "events": json.dumps(rows), "now": now},
+        ).scalar_one()
+    first = connection.execute(_CLAIM_SEQS, {"count": len(drafts)}).scalar_one() - len(drafts) + 1
+    connection.execute(insert(_change_log), [
+        {"seq": first + k, "event": d.name, "entity": d.entity, "row_key": str(d.key),
+         "payload": {**d.data, "seq": first + k}, "committed_at": now}
+        for k, d in enumerate(drafts)
+    ])
+    return first
 
 
 # Everything the pytest plugin and scripts may want to watch, whatever session it came from.
@@ -271,89 +335,110 @@ class ChangeCapture:
             event.listen(target, name, getattr(self, "_" + name))
         return self
 
-    def uninstall(self, target) -> None:
-        """Stop listening on `target` (the benchmark compares writes with and without)."""
-        for name in self.HOOKS:
-            event.remove(target, name, getattr(self, "_" + name))
-
     # -- collecting ---------------------------------------------------------------------------
 
     def _before_flush(self, session, _flush_context, _instances):
         state = _pending(session)
         for obj in list(session.dirty) + list(session.deleted):
-            if isinstance(obj, User) and obj.id is not None and id(obj) not in state.before_flush:
-                state.before_flush[id(obj)] = _committed_row(obj)
+            spec = tracking(type(obj))
+            if spec is not None and id(obj) not in state.before_flush and inspect(obj).has_identity:
+                state.before_flush[id(obj)] = _row_before_flush(session, spec, obj)
 
     def _after_flush(self, session, _flush_context):
         state = _pending(session)
         before = state.before_flush
         for obj in session.new:
-            if isinstance(obj, User):
-                state.observe(obj.id, _Change("added", None, user_dict(obj)))
+            spec = tracking(type(obj))
+            if spec is not None:
+                state.observe(spec, spec.key_of(obj), _Change(ev.ADDED, None, spec.serialize(obj)))
         for obj in session.dirty:
-            if isinstance(obj, User) and id(obj) in before:
-                state.observe(obj.id, _Change("updated", before[id(obj)], user_dict(obj)))
+            spec = tracking(type(obj))
+            if spec is not None and id(obj) in before:
+                change = _Change(ev.UPDATED, before[id(obj)], spec.serialize(obj), spec.version_of(obj))
+                state.observe(spec, spec.key_of(obj), change)
         for obj in session.deleted:
-            if isinstance(obj, User) and id(obj) in before:
-                state.observe(obj.id, _Change("deleted", before[id(obj)], None))
+            spec = tracking(type(obj))
+            if spec is not None and id(obj) in before:
+                state.observe(spec, spec.key_of(obj), _Change(ev.DELETED, before[id(obj)], None))
         before.clear()
 
     def _do_orm_execute(self, orm_state):
-        if not (orm_state.is_update or orm_state.is_delete):
+        if not (orm_state.is_insert or orm_state.is_update or orm_state.is_delete):
             return None
         mapper = orm_state.bind_mapper
-        if mapper is None or not issubclass(mapper.class_, User):
+        spec = None if mapper is None else tracking(mapper.class_)
+        if spec is None:
             return None
-        return self._bulk(orm_state)
+        if orm_state.is_insert:
+            return self._bulk_insert(orm_state, spec)
+        return self._bulk_change(orm_state, spec)
 
-    def _bulk(self, orm_state):
+    def _bulk_insert(self, orm_state, spec: Tracked):
+        """Run an ORM INSERT with RETURNING of every column, and observe each row it added.
+
+        The caller gets back exactly the columns it asked for (none, without `.returning()`).
+        """
+        columns = list(spec.table.c)
+        result = orm_state.invoke_statement(statement=orm_state.statement.returning(*columns))
+        frozen = result.freeze()
+        rows = frozen().all()
+        state = _pending(orm_state.session)
+        asked = len(result.keys()) - len(columns)
+        for row in rows:
+            view = spec.row_view(dict(zip(columns, row[asked:], strict=True)))
+            state.observe(spec, spec.key_of(view), _Change(ev.ADDED, None, spec.serialize(view)))
+        # Without RETURNING of its own the caller gets the (consumed) result: no rows to read.
+        return frozen().columns(*range(asked)) if asked else result
+
+    def _bulk_change(self, orm_state, spec: Tracked):
         """Run an ORM bulk UPDATE/DELETE and observe each row it touched."""
         session = orm_state.session
-        table = User.__table__
-        statement = orm_state.statement
-        params = orm_state.parameters
-        by_primary_key = isinstance(params, list)  # "bulk update by primary key": a dict per row
+        table, key = spec.table, spec.key_column
+        by_primary_key = isinstance(orm_state.parameters, list)  # a dict per row, keyed by pk
         if by_primary_key:
-            target = table.c.id.in_([p["id"] for p in params if "id" in p])
+            target = key.in_([p[spec.key_attr] for p in orm_state.parameters if spec.key_attr in p])
         else:
-            target = statement.whereclause
-        query = select(table).order_by(table.c.id).with_for_update()
+            target = orm_state.statement.whereclause
+        query = select(table).order_by(key).with_for_update()
         if target is not None:
             query = query.where(target)
         connection = session.connection()
-        before = {row.id: user_dict(row) for row in connection.execute(query)}
+        before = {}
+        for row in connection.execute(query):
+            view = spec.row_view(row._mapping)
+            before[spec.key_of(view)] = spec.serialize(view)
         result = orm_state.invoke_statement()
         state = _pending(session)
         if orm_state.is_delete:
-            for user_id, row in before.items():
-                state.observe(user_id, _Change("deleted", row, None))
+            for row_key, row in before.items():
+                state.observe(spec, row_key, _Change(ev.DELETED, row, None))
             return result
-        ids = list(before)
-        after = {
-            row.id: user_dict(row)
-            for row in connection.execute(select(table).where(table.c.id.in_(ids)))
-        }
-        changed = [
-            i for i in ids if i in after and _is_real(_Change("updated", before[i], after[i]))
-        ]
-        if changed and not by_primary_key:
+        after = self._read(connection, spec, key.in_(list(before)))
+        changed = [k for k in before if k in after and spec.differs(before[k], after[k][0])]
+        if changed and not by_primary_key and spec.version_attr is not None:
             # A WHERE-form bulk UPDATE skips version_id_col (the by-primary-key form does not):
             # bump it, so clients can tell row versions apart, and reload it in the session.
-            now = utcnow()
-            connection.execute(
-                update(table)
-                .where(table.c.id.in_(changed))
-                .values(version=table.c.version + 1, updated_at=now)
-            )
-            for user_id in changed:
-                key = inspect(User).identity_key_from_primary_key([user_id])
-                obj = session.identity_map.get(key)
+            version = spec.mapper.version_id_col
+            bumped = update(table).where(key.in_(changed)).values({version: version + 1})
+            connection.execute(bumped)
+            after.update(self._read(connection, spec, key.in_(changed)))
+            for row_key in changed:
+                obj = session.identity_map.get(spec.mapper.identity_key_from_primary_key([row_key]))
                 if obj is not None:
-                    session.expire(obj, ["version", "updated_at"])
-                after[user_id].update(version=after[user_id]["version"] + 1, updated_at=iso(now))
-        for user_id in changed:
-            state.observe(user_id, _Change("updated", before[user_id], after[user_id]))
+                    session.expire(obj)
+        for row_key in changed:
+            row, version = after[row_key]
+            state.observe(spec, row_key, _Change(ev.UPDATED, before[row_key], row, version))
         return result
+
+    @staticmethod
+    def _read(connection, spec: Tracked, where) -> dict[Any, tuple[dict, int | None]]:
+        """Serialized rows and versions by key."""
+        found = {}
+        for row in connection.execute(select(spec.table).where(where)):
+            view = spec.row_view(row._mapping)
+            found[spec.key_of(view)] = (spec.serialize(view), spec.version_of(view))
+        return found
 
     # -- transactions -------------------------------------------------------------------------
 
@@ -367,24 +452,17 @@ class ChangeCapture:
             return
         session.flush()  # capture what was changed right before commit() now, not after it
         state = _pending(session)
-        changes = [(uid, c) for uid, c in state.changes.items() if _is_real(c)]
+        changes = [(spec, key, c) for (spec, key), c in state.changes.items() if _is_real(spec, c)]
         if not changes:
             state.prepared = []
             return
         connection = session.connection()
-        if connection.dialect.name == "postgresql" and len(changes) <= ONE_TRIP_MAX:
-            state.prepared = _log_in_one_trip(connection, changes)
-            last = state.prepared[-1].seq
-            first = state.prepared[0].seq
-        else:
-            last = _take_seqs(connection, len(changes))
-            first = last - len(changes) + 1
-            state.prepared = _build_events(changes, first)
-            _write_log(connection, state.prepared)
+        first = _log_events(connection, _build_events(changes, 0))
+        state.prepared = _build_events(changes, first)
+        last = first + len(changes) - 1
         every = max(1, min(PRUNE_EVERY, self.retention // 10))
         if last // every != (first - 1) // every:
-            log_table = ChangeLog.__table__
-            connection.execute(delete(log_table).where(log_table.c.seq <= last - self.retention))
+            connection.execute(delete(_change_log).where(_change_log.c.seq <= last - self.retention))
 
     def _after_commit(self, session):
         nested = session.get_nested_transaction()
@@ -439,5 +517,4 @@ def answer_seq(session: Session) -> int:
 
 def current_seq(session: Session) -> int:
     """The last seq handed out, as this session's transaction sees it."""
-    counter = SeqCounter.__table__
-    return session.execute(select(counter.c.value).where(counter.c.id == 1)).scalar_one()
+    return session.execute(select(_counter.c.value).where(_counter.c.id == 1)).scalar_one()

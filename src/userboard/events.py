@@ -1,21 +1,25 @@
-"""The events userboard broadcasts and their wire payloads. Imports no Flask.
+"""The events userboard broadcasts and their wire payloads. Imports no Flask and names no model.
 
-Every payload is plain JSON-ready data built before the commit, so publishing after it never has
-to touch the database or the ORM.
+A captured model has an entity name (`User` is "user"); its events are named after it. Every
+payload is plain JSON-ready data built before the commit, so publishing after it never has to
+touch the database or the ORM.
 
-- `user_added`   {"seq": n, "user": USER}
-- `user_updated` {"seq": n, "id": ID, "version": V, "changes": {f: new}, "previous": {f: old}}
-- `user_deleted` {"seq": n, "id": ID}
-- `users_snapshot` {"seq": S, "users": [USER, ...]} (sent to one client, never logged)
+- `ENTITY_added`   {"seq": n, "ENTITY": ROW}
+- `ENTITY_updated` {"seq": n, "id": KEY, "version": V, "changes": {f: new}, "previous": {f: old}}
+                   ("version" only for models with a version column)
+- `ENTITY_deleted` {"seq": n, "id": KEY}
+
+For users that is `user_added` {"seq", "user"}, `user_updated` and `user_deleted`, plus
+`users_snapshot` {"seq": S, "users": [USER, ...]} (sent to one client, never logged).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-USER_ADDED = "user_added"
-USER_UPDATED = "user_updated"
-USER_DELETED = "user_deleted"
+ADDED, UPDATED, DELETED = "added", "updated", "deleted"
+
 USERS_SNAPSHOT = "users_snapshot"
 
 NAMESPACE = "/users"
@@ -26,30 +30,39 @@ ROOM = "admins"
 
 @dataclass(frozen=True)
 class Event:
-    """One committed change: `name` is the Socket.IO event, `data` its payload (with `seq`)."""
+    """One committed change: `name` is the Socket.IO event, `data` its payload (with `seq`).
+
+    `entity` and `key` say which row it is about (the change log stores them beside it).
+    """
 
     name: str
     data: dict
+    entity: str
+    key: Any
 
     @property
     def seq(self) -> int:
         return self.data["seq"]
 
-    @property
-    def user_id(self) -> int:
-        return self.data["user"]["id"] if self.name == USER_ADDED else self.data["id"]
+
+def added(entity: str, seq: int, key: Any, row: dict) -> Event:
+    return Event(f"{entity}_{ADDED}", {"seq": seq, entity: row}, entity, key)
 
 
-def user_added(seq: int, user: dict) -> Event:
-    return Event(USER_ADDED, {"seq": seq, "user": user})
+def updated(
+    entity: str, seq: int, key: Any, version: int | None, changes: dict, previous: dict
+) -> Event:
+    data: dict = {"seq": seq, "id": key}
+    if version is not None:
+        data["version"] = version
+    data.update(changes=changes, previous=previous)
+    return Event(f"{entity}_{UPDATED}", data, entity, key)
 
 
-def user_updated(seq: int, user_id: int, version: int, changes: dict, previous: dict) -> Event:
-    return Event(
-        USER_UPDATED,
-        {"seq": seq, "id": user_id, "version": version, "changes": changes, "previous": previous},
-    )
+def deleted(entity: str, seq: int, key: Any) -> Event:
+    return Event(f"{entity}_{DELETED}", {"seq": seq, "id": key}, entity, key)
 
 
-def user_deleted(seq: int, user_id: int) -> Event:
-    return Event(USER_DELETED, {"seq": seq, "id": user_id})
+def with_seq(event: Event, seq: int) -> Event:
+    """The same event numbered `seq`."""
+    return Event(event.name, {**event.data, "seq": seq}, event.entity, event.key)

@@ -1,7 +1,8 @@
-"""Tables: users, their API tokens, the change log and the commit-ordered sequence counter.
+"""Tables: users, their API tokens and login sessions. `User` is the first captured model.
 
 `user_dict()` is the one serializer of a user: the API, the Socket.IO events, the change log and
-the templates all use it, so a password hash can never leak through a second code path.
+the templates all use it, so a password hash can never leak through a second code path. The
+change log and the seq counter are the capture layer's own tables (`changelog.py`).
 """
 
 from __future__ import annotations
@@ -9,26 +10,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    CheckConstraint,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    event,
-    func,
-    insert,
-)
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
+from .capture import tracked
+from .changelog import ChangeLog, SeqCounter  # noqa: F401  (re-exported: the tables of one schema)
 from .db import Base, UTCDateTime, utcnow
 
 ROLES = ("admin", "user")
 STATUSES = ("active", "disabled")
 
-# Fields a client sees; the change capture tracks exactly these.
-USER_FIELDS = ("id", "username", "email", "role", "status", "version", "created_at", "updated_at")
 # Fields whose change is an event. `version` and `updated_at` follow any of them.
 DATA_FIELDS = ("username", "email", "role", "status")
 
@@ -54,6 +45,7 @@ def user_dict(row: Any) -> dict:
     }
 
 
+@tracked("user", changes=DATA_FIELDS, serialize=user_dict)
 class User(Base):
     __tablename__ = "users"
 
@@ -111,34 +103,3 @@ class LoginSession(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class ChangeLog(Base):
-    """One row per published event, written in the transaction of the change it describes."""
-
-    __tablename__ = "change_log"
-
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    event: Mapped[str] = mapped_column(String(32))
-    user_id: Mapped[int] = mapped_column(Integer)
-    payload: Mapped[dict] = mapped_column(JSON)
-    committed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class SeqCounter(Base):
-    """A single row holding the last seq handed out.
-
-    Updating it inside the writing transaction locks it until commit, which is what makes seq
-    follow commit order across processes (an auto-increment id does not).
-    """
-
-    __tablename__ = "seq_counter"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    value: Mapped[int] = mapped_column(Integer, nullable=False)
-
-
-@event.listens_for(SeqCounter.__table__, "after_create")
-def _insert_counter_row(target, connection, **_kw):
-    # create_all() (tests, scripts) gets the row too; the Alembic migration inserts it itself.
-    connection.execute(insert(target).values(id=1, value=0))

@@ -1,0 +1,48 @@
+"""The capture layer's own tables: the commit-ordered seq counter and the change log. No Flask.
+
+They name no model: a change-log row says which entity (`"user"`, ...) and which row (its primary
+key, as text) an event is about, so any model that opts in to capture shares them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, Index, Integer, String, event, insert
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .db import Base, UTCDateTime, utcnow
+
+
+class ChangeLog(Base):
+    """One row per published event, written in the transaction of the change it describes."""
+
+    __tablename__ = "change_log"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    event: Mapped[str] = mapped_column(String(64))
+    entity: Mapped[str] = mapped_column(String(32))
+    row_key: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict] = mapped_column(JSON)
+    committed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_change_log_entity_row_key", "entity", "row_key"),)
+
+
+class SeqCounter(Base):
+    """A single row holding the last seq handed out.
+
+    Updating it inside the writing transaction locks it until commit, which is what makes seq
+    follow commit order across processes (an auto-increment id does not).
+    """
+
+    __tablename__ = "seq_counter"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    value: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+@event.listens_for(SeqCounter.__table__, "after_create")
+def _insert_counter_row(target, connection, **_kw):
+    # create_all() (tests, scripts) gets the row too; the Alembic migration inserts it itself.
+    connection.execute(insert(target).values(id=1, value=0))
