@@ -14,7 +14,7 @@ from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .capture import tracked
-from .changelog import ChangeLog, SeqCounter  # noqa: F401  (re-exported: the tables of one schema)
+from .changelog import ChangeLog, SeqCounter  # noqa: F401  (one import gives Base.metadata the whole schema)
 from .db import Base, UTCDateTime, utcnow
 
 ROLES = ("admin", "user")

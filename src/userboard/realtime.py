@@ -18,9 +18,10 @@ from sqlalchemy import select
 
 from . import auth
 from .capture import current_seq
+from .changelog import ChangeLog
 from .events import NAMESPACE, ROOM, USERS_SNAPSHOT
 from .extension import app_state, get_db
-from .models import ChangeLog, User, user_dict
+from .models import User, user_dict
 
 log = logging.getLogger(__name__)
 

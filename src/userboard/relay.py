@@ -14,7 +14,7 @@ import threading
 from sqlalchemy import select
 
 from .capture import current_seq
-from .models import ChangeLog
+from .changelog import ChangeLog
 
 log = logging.getLogger(__name__)
 
