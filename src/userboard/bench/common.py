@@ -72,6 +72,12 @@ def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
+def app_database(app):
+    """The app's `Database` (engine, capturing session factory, capture): the one place the
+    bench reads app state, so a change of where the app keeps it is a one-line change here."""
+    return app.extensions["userboard.db"]
+
+
 def reachable_services(cfg: dict) -> None:
     """Note in `cfg` the Redis and PostgreSQL the run may use (sections skip what is missing)."""
     redis_url = os.environ.get("USERBOARD_BENCH_REDIS", "redis://127.0.0.1:6379/0")

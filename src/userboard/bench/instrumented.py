@@ -18,6 +18,7 @@ import time  # noqa: E402
 from flask import jsonify  # noqa: E402
 
 from userboard.app import create_app  # noqa: E402
+from userboard.bench.common import app_database  # noqa: E402
 from userboard.config import Settings  # noqa: E402
 from userboard.migrations import upgrade  # noqa: E402
 from userboard.server import serve  # noqa: E402
@@ -43,7 +44,7 @@ def main() -> None:
     upgrade(settings.database_url)
     app = create_app(settings=settings)
     clock = CommitClock()
-    app.extensions["userboard.db"].capture.publishers.insert(0, clock)
+    app_database(app).capture.publishers.insert(0, clock)
 
     @app.get("/bench/commit-times")
     def commit_times():

@@ -12,7 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
-from .common import log, pct
+from .common import app_database, log, pct
 
 
 def commit_latency(url: str, commits: int) -> dict:
@@ -57,15 +57,23 @@ def commit_latency(url: str, commits: int) -> dict:
 
 
 def api_throughput(url: str, requests_count: int) -> dict:
-    """API writes/s through the WSGI app (no network), capture on vs. off, same database."""
+    """API writes/s through the WSGI app (no network), capture on vs. off, same database.
+
+    Two apps on one database file. The "off" app's database hands out sessions from a plain
+    `make_session_factory(engine)`, so its writes meet no capture listener at all (an app whose
+    capture merely has no publishers would still log and number every change): everything else,
+    routes, auth and the users module, is the same code.
+    """
     from ..app import create_app
     from ..auth import create_token
+    from ..db import make_session_factory
     from ..models import User
 
-    app = create_app({"DATABASE_URL": url, "SOCKETIO_ASYNC_MODE": "threading",
-                      "SECRET_KEY": "bench"})
-    database = app.extensions["userboard.db"]
-    with database.session() as s:
+    config = {"DATABASE_URL": url, "SOCKETIO_ASYNC_MODE": "threading", "SECRET_KEY": "bench"}
+    apps = {"on": create_app(config), "off": create_app(config)}
+    off_database = app_database(apps["off"])
+    off_database.sessions = make_session_factory(off_database.engine)
+    with app_database(apps["on"]).session() as s:
         admin = User(username=f"api{uuid.uuid4().hex[:6]}", email=f"a{uuid.uuid4().hex[:6]}@example.com",
                      role="admin")
         s.add(admin)
@@ -75,22 +83,19 @@ def api_throughput(url: str, requests_count: int) -> dict:
         s.add(target)
         s.commit()
         target_id = target.id
-    client = app.test_client()
+    clients = {kind: app.test_client() for kind, app in apps.items()}
     headers = {"Authorization": f"Bearer {token}"}
     rates = {}
     for kind in ("on", "off", "on", "off"):
-        if kind == "off":
-            database.capture.uninstall(database.sessions)
         started = time.perf_counter()
         for i in range(requests_count):
-            answer = client.patch(f"/api/users/{target_id}", headers=headers,
-                                  json={"status": "disabled" if i % 2 else "active"})
+            answer = clients[kind].patch(f"/api/users/{target_id}", headers=headers,
+                                         json={"status": "disabled" if i % 2 else "active"})
             assert answer.status_code == 200
         rate = requests_count / (time.perf_counter() - started)
         rates.setdefault(kind, []).append(rate)
-        if kind == "off":
-            database.capture.install(database.sessions)
-    database.engine.dispose()
+    for app in apps.values():
+        app_database(app).engine.dispose()
     on, off = max(rates["on"]), max(rates["off"])
     return {"on_per_s": round(on), "off_per_s": round(off), "ratio": round(on / off, 3)}
 
