@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 import requests
 import socketio
+
+from userboard.bench.processes import UserboardProcess
+from userboard.bench.processes import free_port as free_port  # re-exported: tests import it from here
+from userboard.bench.processes import run_cli as run_cli  # re-exported: tests import it from here
 
 IN_CI = os.environ.get("CI") == "true"
 ADMIN_PASSWORD = "correct-horse-battery"
@@ -26,86 +26,13 @@ def need(condition: bool, reason: str) -> None:
         pytest.skip(reason)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run_cli(*args, cwd, env=None, input=None, timeout=60) -> subprocess.CompletedProcess:
-    """Run the `userboard` command as a user would, in its own process."""
-    return subprocess.run(
-        [sys.executable, "-m", "userboard.cli", *args],
-        cwd=cwd,
-        env=env,
-        input=input,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-class ServerProcess:
+class ServerProcess(UserboardProcess):
     """`userboard serve` in a subprocess, with an admin, a token and an HTTP session."""
 
-    def __init__(self, workdir: Path, env: dict | None = None):
-        self.workdir = Path(workdir)
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("USERBOARD_")}
-        self.env.setdefault("USERBOARD_DATABASE_URL", f"sqlite:///{self.workdir / 'ub.db'}")
-        self.env.update(env or {})
-        self.proc: subprocess.Popen | None = None
-        self.output: list[str] = []
-        self.token: str | None = None
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+    database_file = "ub.db"
 
-    def cli(self, *args, input=None) -> subprocess.CompletedProcess:
-        return run_cli(*args, cwd=self.workdir, env=self.env, input=input)
-
-    def setup_admin(self, username: str = "root") -> None:
-        done = self.cli("create-admin", username, "--email", f"{username}@example.com",
-                        "--password-stdin", input=ADMIN_PASSWORD + "\n")
-        assert done.returncode == 0, done.stderr
-        done = self.cli("token", "create", username)
-        assert done.returncode == 0, done.stderr
-        self.token = done.stdout.strip()
-
-    def start(self, timeout: float = 20) -> None:
-        self._release_pipe()
-        self.output = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "userboard.cli", "serve", "--port", str(self.port)],
-            cwd=self.workdir, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True,
-        )
-        ready = threading.Event()
-
-        def pump():
-            for line in self.proc.stdout:
-                self.output.append(line)
-                if "serving on" in line:
-                    ready.set()
-
-        self._pump = threading.Thread(target=pump, daemon=True)
-        self._pump.start()
-        if not ready.wait(timeout):
-            self.stop()
-            raise RuntimeError("server did not start:\n" + "".join(self.output))
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._release_pipe()
-
-    def _release_pipe(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None and not self.proc.stdout.closed:
-            self._pump.join(5)
-            self.proc.stdout.close()
+    def setup_admin(self, username: str = "root", password: str = ADMIN_PASSWORD) -> str:
+        return super().setup_admin(username, password)
 
     def api(self, token: str | None = None) -> requests.Session:
         """An HTTP session that authenticates with the bearer token."""

@@ -1,5 +1,6 @@
 """`userboard bench --quick` as a smoke test: it runs and reports every section in the
-documented shape. Its numbers are never asserted (speed claims live in docs/benchmarks.md)."""
+documented shape. Its numbers are never asserted (speed claims live in docs/benchmarks.md).
+Also the child-process helper that the bench and tests/helpers.py share."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import math
 import os
 import subprocess
 import sys
+
+import pytest
+
+from userboard.bench.processes import ChildProcess
 
 
 def test_quick_bench_reports_every_section(tmp_path):
@@ -38,3 +43,17 @@ def test_quick_bench_reports_every_section(tmp_path):
     for row in results["summary"]:
         assert set(row) == {"figure", "result", "baseline", "ratio", "target", "met", "unit"}
     assert (tmp_path / "plot.png").stat().st_size > 1000
+
+
+def test_child_process_is_ready_at_its_ready_line_and_stop_releases_its_pipe():
+    child = ChildProcess([sys.executable, "-c",
+                          "import time; print('demo serving on', flush=True); time.sleep(60)"])
+    assert child.popen.poll() is None and child.rss_kb() > 0
+    child.stop()
+    assert child.popen.returncode is not None and child.popen.stdout.closed
+    assert child.lines == ["demo serving on\n"]
+
+
+def test_child_process_that_exits_before_its_ready_line_fails_with_its_output():
+    with pytest.raises(RuntimeError, match="did not start:\n.*no database here"):
+        ChildProcess([sys.executable, "-c", "print('no database here')"])

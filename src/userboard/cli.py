@@ -197,7 +197,7 @@ def bench(quick, clients, json_path, plot_path):
     """Measure latency, fan-out, connections and write cost beside their baselines."""
     import json
 
-    from .bench import runner
+    from .bench import report, runner
 
     try:
         results = runner.run(quick=quick, clients=clients)
@@ -205,12 +205,12 @@ def bench(quick, clients, json_path, plot_path):
         raise CliError(str(exc).splitlines()[0]) from None
     click.echo(f"userboard bench{' --quick' if quick else ''}: {results['seconds']} s on "
                f"{results['machine']['cpu']} ({results['machine']['cores']} cores)")
-    click.echo(runner.format_table(results["summary"]))
+    click.echo(report.format_table(results["summary"]))
     if json_path:
         with open(json_path, "w") as f:
             json.dump(results, f, indent=1)
     if plot_path:
-        runner.plot(results, plot_path)
+        report.plot(results, plot_path)
 
 
 def _write(action) -> None:

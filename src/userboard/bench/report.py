@@ -1,0 +1,110 @@
+"""The report: one summary row per figure (result, baseline, ratio, target, met), as a Markdown
+table for the terminal and a plot (latency CDFs; time to see a change against the poller).
+Measures nothing itself."""
+
+from __future__ import annotations
+
+
+def ratio(a, b):
+    try:
+        return round(a / b, 2) if b else None
+    except TypeError:
+        return None
+
+
+def summarize(r: dict) -> list[dict]:
+    rows = []
+
+    def row(figure, result, baseline, target, met, unit=""):
+        rows.append({"figure": figure, "result": result, "baseline": baseline,
+                     "ratio": ratio(result, baseline) if isinstance(result, (int, float)) else None,
+                     "target": target, "met": met, "unit": unit})
+
+    for ub, floor in zip(r["latency"]["userboard"], r["latency"]["baseline"], strict=True):
+        n = ub["clients"]
+        row(f"latency p50, {n} clients", ub["p50_ms"], floor["p50_ms"], "<= 1.25x floor",
+            ub["p50_ms"] <= 1.25 * floor["p50_ms"], "ms")
+        row(f"latency p99, {n} clients", ub["p99_ms"], floor["p99_ms"],
+            "<= 5 ms" if n == 100 else "-", ub["p99_ms"] <= 5 if n == 100 else None, "ms")
+        row(f"latency max / last client p50, {n} clients",
+            f"{ub['max_ms']} / {ub['last_client_p50_ms']}",
+            f"{floor['max_ms']} / {floor['last_client_p50_ms']}", "-", None, "ms")
+        if n == 100:
+            row("latency p50, 100 clients (absolute)", ub["p50_ms"], floor["p50_ms"], "<= 2 ms",
+                ub["p50_ms"] <= 2, "ms")
+    f = r["fanout"]
+    row(f"fan-out deliveries/s, {f['userboard']['clients']} clients",
+        f["userboard"]["deliveries_per_s"], f["baseline"]["deliveries_per_s"], ">= 60,000/s",
+        f["userboard"]["deliveries_per_s"] >= 60_000, "/s")
+    b, bf = f["burst"], f["burst_floor"]
+    if "skipped" not in b:
+        row(f"burst: {b['rows']} rows to {b['clients']} clients, delivered in",
+            b["delivered_s"], bf["delivered_s"], "< 1 s",
+            b["delivered_s"] < 1 and b["deliveries"] == b["expected"], "s")
+    c = r["connections"]
+    row("memory per idle connection", c["userboard"]["kb_per_connection"],
+        c["baseline"]["kb_per_connection"], "<= 40 KB", c["userboard"]["kb_per_connection"] <= 40, "KB")
+    row("clients held with broadcast p99 < 150 ms", c["max"]["max_clients"],
+        c.get("max_baseline", {}).get("max_clients"), ">= 5,000", c["max"]["max_clients"] >= 5000, "")
+    w = r["write_cost"]["sqlite"]
+    row("commit p50, capture on (SQLite)", w["commit"]["on"]["p50_us"], w["commit"]["off"]["p50_us"],
+        "adds <= 50 us", w["commit"]["added_p50_us"] <= 50, "us")
+    if "postgresql" in r["write_cost"]:
+        pgc = r["write_cost"]["postgresql"]["commit"]
+        row("commit p50, capture on (PostgreSQL)", pgc["on"]["p50_us"], pgc["off"]["p50_us"],
+            "adds <= 50 us", pgc["added_p50_us"] <= 50, "us")
+    row("API writes/s, capture on", w["api"]["on_per_s"], w["api"]["off_per_s"], ">= 0.8x",
+        w["api"]["ratio"] >= 0.8, "/s")
+    p = r["poller"]
+    row(f"time to see a change ({p['users']} users, {p['clients']} clients)",
+        p["userboard"]["p50_ms"], p["poller"]["p50_ms"], "-", None, "ms")
+    row("bytes sent per change", p["userboard"]["bytes_per_change"], p["poller"]["bytes_per_change"],
+        "-", None, "B")
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = ["| figure | result | baseline | ratio | target | met |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        met = {True: "yes", False: "**no**", None: "-"}[r["met"]]
+        unit = f" {r['unit']}" if r["unit"] and r["result"] is not None else ""
+        base = "-" if r["baseline"] is None else f"{r['baseline']}{unit}"
+        ratio_text = "-" if r["ratio"] is None else f"{r['ratio']}x"
+        lines.append(f"| {r['figure']} | {r['result']}{unit} | {base} | {ratio_text} | "
+                     f"{r['target']} | {met} |")
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for kind, color in (("userboard", "#2f6fde"), ("baseline", "#999999")):
+        label = "userboard" if kind == "userboard" else "bare broadcast (floor)"
+        for stats in results["latency"][kind]:
+            samples = sorted(stats["samples_ms"])
+            if not samples:
+                continue
+            ys = [i / len(samples) for i in range(len(samples))]
+            style = "-" if kind == "userboard" else "--"
+            left.plot(samples, ys, style, color=color, alpha=0.4 + 0.2 * min(3, len(str(stats["clients"]))),
+                      label=f"{label}, {stats['clients']} clients")
+    left.set_xscale("log")
+    left.set_xlabel("write-to-client latency (ms, log)")
+    left.set_ylabel("fraction of deliveries")
+    left.set_title("Latency CDF, one write at a time")
+    left.legend(fontsize=7)
+    p = results["poller"]
+    names = ["userboard", "5 s snapshot poller"]
+    values = [p["userboard"]["p50_ms"], p["poller"]["p50_ms"]]
+    right.bar(names, values, color=["#2f6fde", "#c53030"])
+    right.set_yscale("log")
+    right.set_ylabel("median time to see a change (ms, log)")
+    right.set_title(f"{p['users']:,} users, {p['clients']} clients")
+    for i, v in enumerate(values):
+        right.text(i, v, f"{v:g} ms", ha="center", va="bottom")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
