@@ -19,6 +19,7 @@ from flask import jsonify  # noqa: E402
 
 from userboard.app import create_app  # noqa: E402
 from userboard.config import Settings  # noqa: E402
+from userboard.extension import app_state  # noqa: E402
 from userboard.migrations import upgrade  # noqa: E402
 from userboard.server import serve  # noqa: E402
 

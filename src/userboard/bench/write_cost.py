@@ -67,6 +67,7 @@ def api_throughput(url: str, requests_count: int) -> dict:
     from ..app import create_app
     from ..auth import create_token
     from ..db import make_session_factory
+    from ..extension import app_state
     from ..models import User
 
     config = {"DATABASE_URL": url, "SOCKETIO_ASYNC_MODE": "threading", "SECRET_KEY": "bench"}
