@@ -6,6 +6,7 @@ from alembic import context
 
 from userboard.config import Settings
 from userboard.db import make_engine
+from userboard.migrations import include_name
 from userboard.models import Base
 
 config = context.config
@@ -18,7 +19,7 @@ url = config.get_main_option("sqlalchemy.url") or Settings.from_env().database_u
 
 def run_migrations_offline() -> None:
     context.configure(url=url, target_metadata=Base.metadata, render_as_batch=True,
-                      literal_binds=True)
+                      literal_binds=True, include_name=include_name)
     with context.begin_transaction():
         context.run_migrations()
 
@@ -26,14 +27,16 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     given = config.attributes.get("connection")
     if given is not None:  # userboard's own upgrade(), holding the migration lock
-        context.configure(connection=given, target_metadata=Base.metadata, render_as_batch=True)
+        context.configure(connection=given, target_metadata=Base.metadata, render_as_batch=True,
+                          include_name=include_name)
         with context.begin_transaction():
             context.run_migrations()
         return
     engine = make_engine(url)
     with engine.connect() as connection:
         context.configure(
-            connection=connection, target_metadata=Base.metadata, render_as_batch=True
+            connection=connection, target_metadata=Base.metadata, render_as_batch=True,
+            include_name=include_name,
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -8,7 +8,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, select, text
 
-from userboard.migrations import upgrade
+from userboard.migrations import include_name, upgrade
 from userboard.models import Base, SeqCounter
 
 
@@ -24,7 +24,8 @@ def test_upgrade_matches_the_models(db_url):
         with engine.connect() as conn, warnings.catch_warnings():
             # SQLite cannot reflect the expression indexes; that gap is checked below instead.
             warnings.simplefilter("ignore")
-            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+            diff = compare_metadata(
+                MigrationContext.configure(conn, opts={"include_name": include_name}), Base.metadata)
         assert diff == []
         if not db_url.startswith("sqlite"):
             names = {i["name"] for i in inspect(engine).get_indexes("users")}
@@ -68,5 +69,5 @@ def test_servers_starting_together_on_postgresql_take_turns(pg_database):
     assert errors == []
     engine = create_engine(pg_database)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0004"
     engine.dispose()

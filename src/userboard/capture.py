@@ -264,24 +264,29 @@ _CLAIM_AND_LOG_POSTGRESQL = text("""
         UPDATE seq_counter SET value = value + :count WHERE id = 1
         RETURNING value - :count AS before
     ), logged AS (
-        INSERT INTO change_log (seq, event, entity, row_key, payload, committed_at)
+        INSERT INTO change_log (seq, event, entity, row_key, payload, state, committed_at)
         SELECT claimed.before + e.k, e.event, e.entity, e.row_key,
-               CAST(jsonb_set(e.payload, '{seq}', to_jsonb(claimed.before + e.k)) AS json), :now
+               CAST(jsonb_set(e.payload, '{seq}', to_jsonb(claimed.before + e.k)) AS json),
+               CAST(e.state AS json), :now
         FROM claimed, jsonb_to_recordset(CAST(:events AS jsonb))
-             AS e(k int, event text, entity text, row_key text, payload jsonb)
+             AS e(k int, event text, entity text, row_key text, payload jsonb, state jsonb)
         RETURNING seq
     )
     SELECT min(seq) FROM logged
 """).bindparams(bindparam("now", type_=UTCDateTime()))
 
 
-def _log_events(connection, drafts: list[ev.Event]) -> int:
-    """Give `drafts` consecutive seqs and write them to the change log; return the first seq."""
+def _log_events(connection, drafts: list[ev.Event], states: list[dict]) -> int:
+    """Give `drafts` consecutive seqs and write them to the change log; return the first seq.
+
+    `states` holds each row as it is after its change (before it, for a delete).
+    """
     now = utcnow()
     if connection.dialect.name == "postgresql":
         rows = [
-            {"k": k, "event": d.name, "entity": d.entity, "row_key": str(d.key), "payload": d.data}
-            for k, d in enumerate(drafts, start=1)
+            {"k": k, "event": d.name, "entity": d.entity, "row_key": str(d.key), "payload": d.data,
+             "state": state}
+            for k, (d, state) in enumerate(zip(drafts, states, strict=True), start=1)
         ]
         return connection.execute(
             _CLAIM_AND_LOG_POSTGRESQL,
@@ -290,8 +295,8 @@ def _log_events(connection, drafts: list[ev.Event]) -> int:
     first = connection.execute(_CLAIM_SEQS, {"count": len(drafts)}).scalar_one() - len(drafts) + 1
     connection.execute(insert(_change_log), [
         {"seq": first + k, "event": d.name, "entity": d.entity, "row_key": str(d.key),
-         "payload": {**d.data, "seq": first + k}, "committed_at": now}
-        for k, d in enumerate(drafts)
+         "payload": {**d.data, "seq": first + k}, "state": state, "committed_at": now}
+        for k, (d, state) in enumerate(zip(drafts, states, strict=True))
     ])
     return first
 
@@ -457,7 +462,8 @@ class ChangeCapture:
             state.prepared = []
             return
         connection = session.connection()
-        first = _log_events(connection, _build_events(changes, 0))
+        states = [c.after if c.after is not None else c.before for _spec, _key, c in changes]
+        first = _log_events(connection, _build_events(changes, 0), states)
         state.prepared = _build_events(changes, first)
         last = first + len(changes) - 1
         every = max(1, min(PRUNE_EVERY, self.retention // 10))

@@ -24,6 +24,9 @@ class ChangeLog(Base):
     entity: Mapped[str] = mapped_column(String(32))
     row_key: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict] = mapped_column(JSON)
+    # The serialized row after the change (before it, for a delete): what a live view needs to
+    # place the row without reading the table. Never sent to clients as such.
+    state: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     committed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (Index("ix_change_log_entity_row_key", "entity", "row_key"),)

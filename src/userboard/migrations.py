@@ -28,6 +28,16 @@ def alembic_config(url: str) -> Config:
     return config
 
 
+# Objects the migrations create that the models do not describe (triggers keep them, or they
+# exist on one database only); comparisons between the schema and the models leave them out.
+MIGRATION_ONLY = ("user_totals", "users_fts", "ix_users_sort_", "ix_users_trgm_")
+
+
+def include_name(name, type_, _parent_names) -> bool:
+    """Alembic's include_name hook: skip MIGRATION_ONLY objects."""
+    return not (name and type_ in ("table", "index") and name.startswith(MIGRATION_ONLY))
+
+
 # Any constant: servers starting together on PostgreSQL take turns migrating.
 MIGRATION_LOCK = 0x75736572
 
