@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import logging
 
-from flask import Blueprint, g, jsonify, request, session
+from flask import Blueprint, Response, g, jsonify, request, session, stream_with_context
 from flask_wtf.csrf import CSRFError, validate_csrf
 from wtforms import ValidationError
 
-from . import auth, users
-from .capture import answer_seq, current_seq
+from . import auth, csv_export, users, views
+from .capture import answer_seq
 from .errors import ApiError
-from .extension import get_db
+from .extension import app_state, get_db
 from .openapi import spec
 
 log = logging.getLogger(__name__)
@@ -72,12 +72,42 @@ def json_body() -> dict:
     return body
 
 
+def requested_view(default_limit: int) -> views.View:
+    """The view the query string asks for (400 for bad parameters; a repeated one counts once)."""
+    return views.parse_view(request.args.to_dict(), app_state().cursors, default_limit)
+
+
 @bp.get("/users")
 def list_users():
+    """One page of a view (see docs/protocol.md, "Views"), with its total and cursors."""
+    view = requested_view(views.API_LIMIT)
+    return jsonify(views.answer(get_db(), view, app_state().cursors))
+
+
+@bp.get("/users.csv")
+def export_users():
+    """Every user of a view as CSV, streamed from one snapshot in keyset batches."""
+    view = requested_view(views.API_LIMIT)
+    if view.start is not None or view.before is not None or "limit" in request.args:
+        raise ApiError("bad_request", "the export takes no limit or after",
+                       {"after": "not for the export"})
     db = get_db()
-    seq = current_seq(db)
-    rows = [u.to_dict() for u in users.list_users(db)]
-    return jsonify(seq=seq, users=rows)
+    name = "users.csv"
+    response = Response(stream_with_context(csv_export.rows(db, view)), mimetype="text/csv")
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+@bp.post("/users/bulk")
+def bulk_update():
+    """One action on many users, in one transaction."""
+    db = get_db()
+    body = json_body()
+    unknown = sorted(set(body) - {"action", "ids"})
+    if unknown:
+        raise ApiError("bad_request", "unknown field(s): " + ", ".join(unknown)[:200])
+    changed = users.bulk_update(db, body.get("action"), body.get("ids"))
+    return jsonify(seq=answer_seq(db), changed=changed)
 
 
 @bp.post("/users")

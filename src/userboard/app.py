@@ -15,6 +15,7 @@ from .extension import Userboard
 from .publish import QueuedEmitter, tracking_redis_manager
 from .realtime import UsersNamespace
 from .relay import SentSeqs
+from .views import Cursors
 from .web import bp as web_bp
 
 MAX_BODY_BYTES = 64 * 1024
@@ -64,7 +65,7 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
     database.capture.publishers.append(QueuedEmitter(socketio, sent=sent))
     app.extensions[extension.KEY] = Userboard(
         database=database, socketio=socketio, namespace=namespace, sent=sent,
-        login_throttle=LoginThrottle(),
+        login_throttle=LoginThrottle(), cursors=Cursors(app.config["SECRET_KEY"]),
     )
 
     app.jinja_env.globals["csrf_token"] = generate_csrf

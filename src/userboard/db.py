@@ -6,10 +6,12 @@ SQLite fixes (working SAVEPOINTs, WAL, foreign keys) and the same naming convent
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
-from sqlalchemy.orm import DeclarativeBase, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -77,3 +79,18 @@ def _fix_sqlite(engine: Engine) -> None:
 def make_session_factory(engine: Engine) -> sessionmaker:
     """Sessions that keep attribute values after commit, so views can answer without a reload."""
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+@contextmanager
+def read_snapshot(session: Session) -> Iterator[Session]:
+    """Run reads in one consistent snapshot of the database, then end that transaction.
+
+    PostgreSQL: a REPEATABLE READ transaction. SQLite (WAL): any read transaction is one.
+    """
+    session.rollback()  # a fresh transaction, so its isolation level can still be chosen
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    try:
+        yield session
+    finally:
+        session.rollback()

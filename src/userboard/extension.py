@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .bootstrap import Database
     from .realtime import UsersNamespace
     from .relay import SentSeqs
+    from .views import Cursors
 
 KEY = "userboard"
 
@@ -33,6 +34,7 @@ class Userboard:
     namespace: UsersNamespace
     sent: SentSeqs
     login_throttle: LoginThrottle
+    cursors: Cursors
 
 
 def app_state(app: Flask | None = None) -> Userboard:

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from . import auth
 from .capture import current_seq
 from .changelog import ChangeLog
+from .db import read_snapshot
 from .events import NAMESPACE, ROOM, USERS_SNAPSHOT
 from .extension import app_state, get_db
 from .models import User, user_dict
@@ -44,10 +45,7 @@ def catch_up(db, since) -> tuple[list[tuple[str, dict]], int]:
     Read in one consistent snapshot. Replays the change log when it holds every event after
     `since`; otherwise (unknown, too old, too far behind, or ahead of us) one users_snapshot.
     """
-    db.rollback()  # a fresh transaction, so its isolation level can still be chosen
-    if db.get_bind().dialect.name == "postgresql":
-        db.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-    try:
+    with read_snapshot(db):
         latest = current_seq(db)
         since = _as_seq(since)
         if since is not None and since <= latest and latest - since <= REPLAY_LIMIT:
@@ -60,8 +58,6 @@ def catch_up(db, since) -> tuple[list[tuple[str, dict]], int]:
                 return [(row.event, row.payload) for row in rows], latest
         users = [user_dict(u) for u in db.scalars(select(User).order_by(User.id))]
         return [(USERS_SNAPSHOT, {"seq": latest, "users": users})], latest
-    finally:
-        db.rollback()
 
 
 def socket_admin(db, auth_payload) -> tuple[User, auth.Principal] | None:

@@ -264,3 +264,67 @@ def delete_user(session: Session, user_id) -> None:
     _keep_an_admin(session, user, None)
     session.delete(user)
     _commit(session)
+
+
+# What each bulk action sets (None: delete the rows).
+BULK_ACTIONS = {
+    "disable": {"status": "disabled"},
+    "enable": {"status": "active"},
+    "make-admin": {"role": "admin"},
+    "make-user": {"role": "user"},
+    "delete": None,
+}
+BULK_MAX = 1000
+
+
+def bulk_update(session: Session, action, ids) -> list[int]:
+    """Apply one action to many users in one transaction; return the ids whose row changed.
+
+    All or nothing: an unknown id, or a batch that would leave no active admin, changes nothing.
+    Each changed row is one event, with consecutive seqs (one commit).
+    """
+    if action not in BULK_ACTIONS:
+        raise BadRequest("unknown action", {"action": "must be one of " + ", ".join(BULK_ACTIONS)})
+    if (not isinstance(ids, list) or not ids or len(ids) > BULK_MAX
+            or any(not isinstance(i, int) or isinstance(i, bool) for i in ids)):
+        raise BadRequest(f"ids must be a list of 1-{BULK_MAX} user ids",
+                         {"ids": f"a list of 1-{BULK_MAX} user ids"})
+    wanted = sorted(set(ids))
+    if any(not 1 <= i <= MAX_ID for i in wanted):
+        raise NotFound("no user with some of these ids", {"ids": "unknown ids"})
+    found = {u.id: u for u in session.scalars(
+        select(User).where(User.id.in_(wanted)).order_by(User.id).with_for_update())}
+    missing = [i for i in wanted if i not in found]
+    if missing:
+        session.rollback()
+        raise NotFound(f"no user with id(s) {', '.join(map(str, missing[:20]))}", {"ids": "unknown ids"})
+    values = BULK_ACTIONS[action]
+    _keep_an_admin_in_batch(session, list(found.values()), values)
+    changed = []
+    for user in found.values():
+        if values is None:
+            session.delete(user)
+            changed.append(user.id)
+        elif any(getattr(user, k) != v for k, v in values.items()):
+            for key, value in values.items():
+                setattr(user, key, value)
+            changed.append(user.id)
+    _commit(session)
+    return changed
+
+
+def _keep_an_admin_in_batch(session: Session, batch: list[User], values: dict | None) -> None:
+    """Refuse a batch that would leave no active admin (the admins' rows are locked)."""
+    stays = values is not None and values.get("role", "admin") == "admin" and values.get(
+        "status", "active") == "active"
+    if stays:
+        return
+    admins = set(session.scalars(
+        select(User.id).where(User.role == "admin", User.status == "active").with_for_update()
+    ).all())
+    if admins and admins <= {u.id for u in batch}:
+        session.rollback()
+        raise LastAdmin(
+            N_("this is the last active admin; make another user an active admin first"),
+            {"ids": N_("the batch includes every active admin")},
+        )

@@ -27,6 +27,8 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import func, literal, literal_column, or_, select, text, tuple_
 from sqlalchemy.orm import Session
 
+from .capture import current_seq
+from .db import read_snapshot
 from .models import ROLES, STATUSES, User, iso, user_dict
 from .users import BadRequest
 
@@ -334,3 +336,14 @@ def iter_rows(session: Session, view: View, batch: int = 1000) -> Iterator[dict]
         if len(rows) < batch:
             return
         start = sort_key(view, rows[-1])
+
+
+def answer(session: Session, view: View, cursors: Cursors) -> dict:
+    """The view at one seq: `{"seq", "users", "total", "next", "prev"}`, read in one snapshot."""
+    with read_snapshot(session):
+        seq = current_seq(session)
+        view = anchor(session, view)
+        rows, has_more = read_window(session, view)
+        total = count(session, view)
+    following, previous = cursors.next_and_prev(view, rows, has_more)
+    return {"seq": seq, "users": rows, "total": total, "next": following, "prev": previous}
