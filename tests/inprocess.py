@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from userboard.app import create_app
 from userboard.auth import create_token, hash_password
+from userboard.config import Settings
 from userboard.events import NAMESPACE
 from userboard.migrations import upgrade
 from userboard.models import ChangeLog, User
@@ -36,8 +37,9 @@ class InProcess:
     def __init__(self, tmp_path, **config):
         self.database_url = f"sqlite:///{tmp_path / 'inproc.db'}"
         upgrade(self.database_url)
+        # Defaults, not the environment: module fixtures are built before it is cleaned.
         self.app = create_app({"DATABASE_URL": self.database_url, "SOCKETIO_ASYNC_MODE": "threading",
-                               "SECRET_KEY": "in-process", **config})
+                               "SECRET_KEY": "in-process", **config}, settings=Settings.from_env({}))
         with self.database.session() as s:
             admin = User(username="root", email="root@example.com", role="admin",
                          password_hash=hash_password(PASSWORD))
