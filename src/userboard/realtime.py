@@ -130,13 +130,13 @@ class UsersNamespace(Namespace):
         found = socket_admin(get_db(), auth_payload)
         if found is None:
             log.info("refused socket from %s: not authenticated", request.remote_addr)
-            raise ConnectionRefusedError({"code": "unauthorized"})
+            raise ConnectionRefusedError("unauthorized", {"code": "unauthorized", "fields": {}})
         user, principal = found
         if isinstance(auth_payload, dict) and auth_payload.get("view") is not None:
             try:
                 view = views.parse_view(auth_payload["view"], app_state().cursors)
             except UserError as exc:
-                raise ConnectionRefusedError(_refusal(exc)) from None
+                raise ConnectionRefusedError(exc.message, _refusal(exc)["error"]) from None
             self.clients[request.sid] = principal
             self.views.subscribe(get_db(), request.sid, view)
             log.info("socket %s connected for user %s (%s) with a view", request.sid, user.id,

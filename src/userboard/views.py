@@ -141,9 +141,10 @@ def parse_view(params: Mapping[str, Any], cursors: Cursors, default_limit: int =
         raise _bad("order", "must be asc or desc")
     limit = default_limit
     if params.get("limit") is not None:
-        if not re.fullmatch(r"[0-9]{1,4}", str(params["limit"])) or not 1 <= int(params["limit"]) <= LIMIT_MAX:
+        given = str(params["limit"])
+        if not re.fullmatch(r"[0-9]{1,4}", given) or not 1 <= int(given) <= LIMIT_MAX:
             raise _bad("limit", f"must be a whole number from 1 to {LIMIT_MAX}")
-        limit = int(params["limit"])
+        limit = int(given)
     view = View(q=q, role=role, status=status, sort=sort, order=order, limit=limit)
     if values["after"] is None:
         return view
