@@ -142,3 +142,25 @@ def test_a_bad_view_at_connect_is_refused(fresh_site):
     assert not socket.connected_to_users
     assert socket.connect_error["data"]["code"] == "bad_request"
     assert socket.connect_error["data"]["fields"] == {"limit": "must be a whole number from 1 to 200"}
+
+
+def test_history_says_who_changed_a_user_newest_first_and_outlives_it(fresh_site):
+    api = fresh_site.client
+    made = api.post("/api/users", headers=fresh_site.headers,
+                    json={"username": "hist", "email": "hist@example.com"}).get_json()
+    user_id = made["user"]["id"]
+    browser, csrf = fresh_site.login()
+    assert browser.patch(f"/api/users/{user_id}", json={"role": "admin"},
+                         headers={"X-CSRFToken": csrf}).status_code == 200
+    assert api.delete(f"/api/users/{user_id}", headers=fresh_site.headers).status_code == 200
+    events = api.get(f"/api/users/{user_id}/history", headers=fresh_site.headers).get_json()["events"]
+    root = fresh_site.users()[0]["id"]
+    assert [(e["event"], e["actor"]) for e in events] == [
+        ("user_deleted", {"kind": "token", "user_id": root, "name": "root"}),
+        ("user_updated", {"kind": "session", "user_id": root, "name": "root"}),
+        ("user_added", {"kind": "token", "user_id": root, "name": "root"}),
+    ]
+    assert [e["seq"] for e in events] == [made["seq"] + 2, made["seq"] + 1, made["seq"]]
+    assert events[1]["changes"]["role"] == "admin" and events[2]["user"]["username"] == "hist"
+    assert all(e["committed_at"].endswith("Z") for e in events)
+    assert api.get("/api/users/999999/history", headers=fresh_site.headers).status_code == 404

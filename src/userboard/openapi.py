@@ -111,6 +111,19 @@ PAGE = {
                    "total": {"type": "integer", "minimum": 0},
                    "next": CURSOR, "prev": CURSOR},
 }
+ACTOR = {
+    "type": "object", "required": ["kind", "user_id", "name"], "additionalProperties": False,
+    "properties": {"kind": {"enum": ["session", "token", "cli", "script", "external"]},
+                   "user_id": {"type": ["integer", "null"]},
+                   "name": {"type": ["string", "null"]}},
+}
+HISTORY_EVENT = {
+    "type": "object", "required": ["seq", "event", "actor", "committed_at"],
+    "properties": {"seq": {"type": "integer", "minimum": 1},
+                   "event": {"enum": ["user_added", "user_updated", "user_deleted"]},
+                   "actor": ACTOR,
+                   "committed_at": {"type": "string", "format": "date-time"}},
+}
 BULK = {
     "type": "object", "required": ["action", "ids"], "additionalProperties": False,
     "properties": {"action": {"enum": list(users.BULK_ACTIONS)},
@@ -211,6 +224,20 @@ def spec() -> dict:
                         **ERRORS,
                         "404": _error("an unknown id (nothing changed)"),
                         "409": _error("the batch would leave no active admin"),
+                    },
+                },
+            },
+            "/api/users/{user_id}/history": {
+                "parameters": [USER_ID],
+                "get": {
+                    "operationId": "userHistory",
+                    "summary": "The user's retained events, newest first, with who made each",
+                    "responses": {
+                        "200": _ok("the events", {
+                            "type": "object", "required": ["events"], "additionalProperties": False,
+                            "properties": {"events": {"type": "array", "items": HISTORY_EVENT}}}),
+                        "401": ERRORS["401"],
+                        "404": _error("no such user, and no retained events of one"),
                     },
                 },
             },
