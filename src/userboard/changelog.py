@@ -45,6 +45,18 @@ class SeqCounter(Base):
     value: Mapped[int] = mapped_column(Integer, nullable=False)
 
 
+class CaptureMarker(Base):
+    """Holds a row only inside a capturing transaction on SQLite (see userboard.triggers).
+
+    SQLite runs one writer at a time, so no other connection ever sees that row; the users
+    table's triggers log a write only when there is none: the capture logs its own writes.
+    """
+
+    __tablename__ = "capture_marker"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+
+
 @event.listens_for(SeqCounter.__table__, "after_create")
 def _insert_counter_row(target, connection, **_kw):
     # create_all() (tests, scripts) gets the row too; the Alembic migration inserts it itself.
