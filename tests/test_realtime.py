@@ -78,7 +78,8 @@ def test_two_clients_see_fifty_writes_in_order_with_contiguous_seq(server):
                     assert data["changes"] == {k: user[k] for k in data["changes"]}
                     assert "updated_at" in data["changes"]
                 else:
-                    assert set(data) == {"seq", "id"}
+                    assert set(data) == {"seq", "id", "actor"}
+                assert data["actor"]["kind"] in ("token", "session")
     finally:
         for client in clients:
             client.close()

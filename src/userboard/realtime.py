@@ -13,7 +13,7 @@ import logging
 import time
 
 from flask import request, session
-from flask_socketio import ConnectionRefusedError, Namespace, join_room, leave_room
+from flask_socketio import ConnectionRefusedError, Namespace, leave_room
 from sqlalchemy import select
 
 from . import auth, views
@@ -23,6 +23,7 @@ from .db import read_snapshot
 from .events import NAMESPACE, ROOM, USERS_SNAPSHOT
 from .extension import app_state, get_db
 from .models import User, user_dict
+from .relay import Sequencer
 from .users import UserError
 from .viewengine import ViewEngine
 
@@ -82,9 +83,10 @@ def socket_admin(db, auth_payload) -> tuple[User, auth.Principal] | None:
 class UsersNamespace(Namespace):
     """Live user events for logged-in active admins and token holders."""
 
-    def __init__(self, engine: ViewEngine):
+    def __init__(self, engine: ViewEngine, sequencer: Sequencer):
         super().__init__(NAMESPACE)
         self.views = engine  # the live views of this process's sockets
+        self.sequencer = sequencer  # whole-table events, in order, to this process's room
         self.clients: dict[str, auth.Principal] = {}  # this process's sockets
         self._budget: dict[str, tuple[float, float]] = {}  # sid -> (tokens, when)
 
@@ -107,6 +109,10 @@ class UsersNamespace(Namespace):
             return False
         self._budget[sid] = (tokens - 1, now)
         return True
+
+    def enter(self, sid: str) -> None:
+        """Put a socket into the whole-table room (the sequencer decides when)."""
+        self.socketio.server.enter_room(sid, ROOM, namespace=NAMESPACE)
 
     def emit_local(self, name: str, payload: dict, to: str = ROOM) -> None:
         """Send to this process's own clients in `to`, never through the message queue.
@@ -144,14 +150,12 @@ class UsersNamespace(Namespace):
             return
         since = auth_payload.get("since") if isinstance(auth_payload, dict) else None
         events, latest = catch_up(get_db(), since)
-        # From here on nothing yields: the client joins the room and gets its catch-up before
-        # any live event can be queued for it.
         sid = request.sid
         self.clients[sid] = principal
-        join_room(ROOM)
         self._send_all(sid, events)
-        sent = app_state().sent.last_delivered
-        self.emit_local(HEARTBEAT, {"seq": max(latest, sent)}, to=sid)
+        # Into the room at the seq the catch-up reached: no event twice, none missing.
+        self.sequencer.admit(sid, latest)
+        self.emit_local(HEARTBEAT, {"seq": max(latest, self.sequencer.delivered)}, to=sid)
         log.info("socket %s connected for user %s (%s)", sid, user.id, principal.kind)
 
     def on_disconnect(self, reason=None):
@@ -159,6 +163,7 @@ class UsersNamespace(Namespace):
         self.clients.pop(request.sid, None)
         self._budget.pop(request.sid, None)
         self.views.unsubscribe(request.sid)
+        self.sequencer.forget(request.sid)
 
     def on_watch(self, data=None):
         """A client subscribes to a view, or changes it: a fresh `users_view`, then the ack.
@@ -172,6 +177,7 @@ class UsersNamespace(Namespace):
         except UserError as exc:
             return _refusal(exc)
         leave_room(ROOM)
+        self.sequencer.forget(request.sid)
         subscription = self.views.subscribe(get_db(), request.sid, view)
         return {"view": subscription.number, "seq": subscription.seq}
 
