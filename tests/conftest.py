@@ -1,4 +1,5 @@
-"""Fixtures: databases (SQLite file and PostgreSQL), capturing sessions, a real server process."""
+"""Fixtures: databases (SQLite file and PostgreSQL), capturing sessions, the app in this process
+(`site`, `app`, `client`, `auth`, flaskr-style) and a real server process (`server`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from userboard.db import Base, make_engine, make_session_factory
 from userboard.publish import EventRecorder
 
 from .gadgets import GadgetBase
-from .helpers import IN_CI, ServerProcess, need
+from .helpers import IN_CI, ServerProcess, need, seed_admin
+from .inprocess import PASSWORD, InProcess
 
 PG_ADMIN_URL = os.environ.get(
     "USERBOARD_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -115,14 +117,66 @@ def db(db_url):
     database.engine.dispose()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(tmp_path_factory):
-    """A real `userboard serve` process on SQLite with one admin and one API token."""
+    """A real `userboard serve` process on SQLite with one admin and one API token.
+
+    Shared by every module: tests on it only add their own uniquely named users and compare
+    relative to what they saw first.
+    """
     proc = ServerProcess(tmp_path_factory.mktemp("server"))
-    proc.setup_admin()
+    seed_admin(proc)
     proc.start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """The app in this process, shared by a module's tests (like `server`)."""
+    app = InProcess(tmp_path_factory.mktemp("site"))
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def fresh_site(tmp_path):
+    """The app in this process on a database of its own: root is its only admin."""
+    app = InProcess(tmp_path)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def app(site):
+    return site.app
+
+
+@pytest.fixture
+def client(site):
+    """A Flask test client with its own cookies and client address."""
+    return site.new_client()
+
+
+class AuthActions:
+    """Log the `client` in and out through the forms, as a browser would."""
+
+    def __init__(self, site, client):
+        self.site, self.client = site, client
+        self.csrf: str | None = None
+
+    def login(self, username: str = "root", password: str = PASSWORD) -> str:
+        """Log in; return (and keep) the CSRF token of the logged-in pages."""
+        _, self.csrf = self.site.login(self.client, username, password)
+        return self.csrf
+
+    def logout(self):
+        return self.client.post("/logout", data={"csrf_token": self.csrf})
+
+
+@pytest.fixture
+def auth(site, client):
+    return AuthActions(site, client)
 
 
 __all__ = ["IN_CI"]

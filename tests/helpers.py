@@ -8,10 +8,16 @@ import threading
 import pytest
 import requests
 import socketio
+from sqlalchemy import select
 
+from userboard import users
+from userboard.auth import create_token
 from userboard.bench.processes import UserboardProcess
 from userboard.bench.processes import free_port as free_port  # re-exported: tests import it from here
 from userboard.bench.processes import run_cli as run_cli  # re-exported: tests import it from here
+from userboard.bootstrap import open_database
+from userboard.migrations import upgrade
+from userboard.models import User
 
 IN_CI = os.environ.get("CI") == "true"
 ADMIN_PASSWORD = "correct-horse-battery"
@@ -101,3 +107,32 @@ class LiveClient:
 
     def wait_for_seq(self, seq: int, timeout: float = 10) -> bool:
         return self.wait_for(lambda c: any(d["seq"] >= seq for _, d in c.changes()), timeout)
+
+
+def seed_admin(server: ServerProcess, username: str = "root") -> None:
+    """Migrate the server's database and add an active admin with a token, in this process.
+
+    What `setup_admin` does without two CLI processes (test_cli.py covers those commands).
+    """
+    url = server.env["USERBOARD_DATABASE_URL"]
+    upgrade(url)
+    database = open_database(url)
+    try:
+        with database.session() as session:
+            admin = users.create_user(session, {
+                "username": username, "email": f"{username}@example.com", "role": "admin",
+                "password": ADMIN_PASSWORD})
+            server.token = create_token(session, admin)
+    finally:
+        database.close()
+
+
+def issue_token(server: ServerProcess, username: str) -> str:
+    """A new API token for a user of the server's database (what `userboard token create` does)."""
+    database = open_database(server.env["USERBOARD_DATABASE_URL"])
+    try:
+        with database.session() as session:
+            return create_token(session, session.scalars(
+                select(User).where(User.username == username)).one())
+    finally:
+        database.close()

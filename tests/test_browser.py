@@ -13,7 +13,7 @@ from userboard.bootstrap import open_database
 from userboard.models import User
 
 from .browser import Tab, browser  # noqa: F401  (fixture)
-from .helpers import ServerProcess
+from .helpers import ServerProcess, seed_admin
 
 MARKUP_NAME = '<img src=x onerror="window.__xss=1">'
 MARKUP_EMAIL = "<script>window.__xss=2</script>@example.com"
@@ -208,7 +208,7 @@ def test_chinese_page_shows_chinese_labels(browser, server):  # noqa: F811
 
 def test_connection_indicator_follows_the_server(browser, tmp_path):  # noqa: F811
     server = ServerProcess(tmp_path)
-    server.setup_admin()
+    seed_admin(server)
     server.start()
     tab = Tab(browser, server)
     try:

@@ -1,22 +1,28 @@
 """Never out of sync: resume after a disconnect, duplicates and reordering, lost events,
-heartbeats, stale versions, the last admin, and sockets that follow the account."""
+heartbeats, stale versions, the last admin, and sockets that follow the account.
+
+Against the shared real server where the point is the python client over a real connection,
+the server's background loop (heartbeat, credential checks) or the Redis queue; the rest in
+process.
+"""
 
 from __future__ import annotations
 
+import os
 import threading
-import time
 import uuid
 
 import pytest
-import requests
 import socketio
 
 from userboard.bootstrap import open_database
 from userboard.client import LiveUsers
+from userboard.events import NAMESPACE
 from userboard.models import User
 from userboard.testing import capture_events
 
-from .helpers import ServerProcess, run_cli
+from .helpers import ServerProcess, issue_token, run_cli, seed_admin
+from .inprocess import InProcess
 
 
 def db_users(server) -> dict[int, dict]:
@@ -28,20 +34,38 @@ def latest_seq(server) -> int:
     return server.api().get(server.url + "/api/users").json()["seq"]
 
 
-def churn(server, tag: str, adds=20, updates=10, deletes=5) -> None:
+def server_api(server):
+    """write(method, path, body) through a real server's API; returns the JSON answer."""
+    http = server.api()
+
+    def write(method, path, body=None):
+        answer = http.request(method, server.url + path, json=body)
+        assert answer.status_code in (200, 201), answer.text
+        return answer.json()
+
+    return write
+
+
+def site_api(site):
+    """write(method, path, body) through the in-process app's API; returns the JSON answer."""
+
+    def write(method, path, body=None):
+        answer = site.client.open(path, method=method, headers=site.headers, json=body)
+        assert answer.status_code in (200, 201), answer.text
+        return answer.get_json()
+
+    return write
+
+
+def churn(write, tag: str, adds=20, updates=10, deletes=5) -> None:
     """20 adds, 10 updates and 5 deletes through the API."""
-    api = server.api()
-    ids = []
-    for i in range(adds):
-        answer = api.post(server.url + "/api/users",
-                          json={"username": f"{tag}{i:02}", "email": f"{tag}{i:02}@example.com"})
-        assert answer.status_code == 201
-        ids.append(answer.json()["user"]["id"])
+    ids = [write("POST", "/api/users",
+                 {"username": f"{tag}{i:02}", "email": f"{tag}{i:02}@example.com"})["user"]["id"]
+           for i in range(adds)]
     for i in range(updates):
-        assert api.patch(f"{server.url}/api/users/{ids[i]}",
-                         json={"status": "disabled"}).status_code == 200
+        write("PATCH", f"/api/users/{ids[i]}", {"status": "disabled"})
     for i in range(deletes):
-        assert api.delete(f"{server.url}/api/users/{ids[-1 - i]}").status_code == 200
+        write("DELETE", f"/api/users/{ids[-1 - i]}")
 
 
 def test_reconnect_replays_only_the_missed_events(server):
@@ -51,7 +75,7 @@ def test_reconnect_replays_only_the_missed_events(server):
         assert live.snapshots == 1
         live.close()
         before = live.seq
-        churn(server, "away")
+        churn(server_api(server), "away")
         after = latest_seq(server)
         assert after == before + 35
 
@@ -65,23 +89,20 @@ def test_reconnect_replays_only_the_missed_events(server):
 
 
 def test_reconnect_gets_a_snapshot_when_the_log_no_longer_holds_the_events(tmp_path):
-    server = ServerProcess(tmp_path, env={"USERBOARD_CHANGE_LOG_SIZE": "10"})
-    server.setup_admin()
-    server.start()
-    live = LiveUsers(server.url, token=server.token)
+    site = InProcess(tmp_path, CHANGE_LOG_SIZE=10)
     try:
-        live.connect()
-        assert live.wait_for_seq(latest_seq(server))
-        live.close()
-        churn(server, "gone")
-        live.connect()
-        after = latest_seq(server)
-        assert live.wait_for_seq(after)
-        assert live.snapshots == 2
-        assert live.users == db_users(server)
+        before = site.latest_seq()
+        churn(site_api(site), "gone")  # 35 events; the log keeps the last 10
+        after = site.latest_seq()
+        resumed = site.socket(auth={"token": site.token, "since": before})
+        assert [name for name, _ in resumed.received()] == ["users_snapshot", "heartbeat"]
+        assert resumed.received()[0][1] == {"seq": after, "users": site.users()}
+        # Asking for what the log still holds is answered by replay instead.
+        recent = site.socket(auth={"token": site.token, "since": after - 5})
+        assert [data["seq"] for _, data in recent.changes()] == list(range(after - 4, after + 1))
+        assert recent.received("users_snapshot") == []
     finally:
-        live.close()
-        server.stop()
+        site.close()
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +111,7 @@ def queued_server(tmp_path_factory, redis_url):
     channel = f"userboard-test-{uuid.uuid4().hex[:8]}"
     proc = ServerProcess(tmp_path_factory.mktemp("queued"),
                          env={"USERBOARD_MESSAGE_QUEUE": redis_url, "USERBOARD_CHANNEL": channel})
-    proc.setup_admin()
+    seed_admin(proc)
     proc.start()
     proc.channel = channel
     yield proc
@@ -173,91 +194,73 @@ def test_a_lost_event_is_healed_by_the_heartbeat(server):
         live.close()
 
 
-def test_resync_answers_the_latest_seq_after_replaying(server):
-    churn(server, "resync", adds=3, updates=0, deletes=0)
-    sio = socketio.Client()
-    got, lock = [], threading.Lock()
-    for name in ("user_added", "user_updated", "user_deleted"):
-        sio.on(name, lambda data: (lock.acquire(), got.append(data["seq"]), lock.release()),
-               namespace="/users")
-    try:
-        sio.connect(server.url, namespaces=["/users"], auth={"token": server.token},
-                    transports=["websocket"], wait_timeout=10)
-        latest = latest_seq(server)
-        ack = sio.call("resync", {"since": latest - 3}, namespace="/users", timeout=10)
-        assert ack == {"seq": latest}
-        deadline = time.monotonic() + 5
-        while len(got) < 3 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        with lock:
-            assert sorted(got) == [latest - 2, latest - 1, latest]
-    finally:
-        sio.disconnect()
+def test_resync_answers_the_latest_seq_after_replaying(site):
+    churn(site_api(site), "resync", adds=3, updates=0, deletes=0)
+    socket = site.socket(auth={"token": site.token})
+    latest = site.latest_seq()
+    ack = socket.emit("resync", {"since": latest - 3}, namespace=NAMESPACE, callback=True)
+    assert ack == {"seq": latest}
+    assert [data["seq"] for _, data in socket.changes()] == [latest - 2, latest - 1, latest]
 
 
-def test_patch_with_a_stale_version_gets_409_and_the_current_row(server):
-    api = server.api()
-    user = api.post(server.url + "/api/users",
-                    json={"username": "versioned", "email": "v@example.com"}).json()["user"]
-    ok = api.patch(f"{server.url}/api/users/{user['id']}", json={"role": "admin", "version": 1})
-    assert ok.status_code == 200 and ok.json()["user"]["version"] == 2
-    stale = api.patch(f"{server.url}/api/users/{user['id']}", json={"role": "user", "version": 1})
+def test_patch_with_a_stale_version_gets_409_and_the_current_row(site):
+    def patch(user_id, body):
+        return site.client.patch(f"/api/users/{user_id}", headers=site.headers, json=body)
+
+    user = site_api(site)("POST", "/api/users",
+                          {"username": "versioned", "email": "v@example.com"})["user"]
+    ok = patch(user["id"], {"role": "admin", "version": 1})
+    assert ok.status_code == 200 and ok.get_json()["user"]["version"] == 2
+    stale = patch(user["id"], {"role": "user", "version": 1})
     assert stale.status_code == 409
-    body = stale.json()
+    body = stale.get_json()
     assert body["error"]["code"] == "conflict"
-    assert body["user"] == ok.json()["user"]
-    bad = api.patch(f"{server.url}/api/users/{user['id']}", json={"version": "2"})
-    assert bad.status_code == 400
+    assert body["user"] == ok.get_json()["user"]
+    assert patch(user["id"], {"version": "2"}).status_code == 400
 
 
-def test_the_last_active_admin_cannot_be_removed(tmp_path):
-    server = ServerProcess(tmp_path)
-    server.setup_admin()  # root is the only admin
-    server.start()
-    try:
-        api = server.api()
-        root = [u for u in db_users(server).values() if u["username"] == "root"][0]
-        for change in ({"role": "user"}, {"status": "disabled"}):
-            answer = api.patch(f"{server.url}/api/users/{root['id']}", json=change)
-            assert answer.status_code == 409 and answer.json()["error"]["code"] == "conflict"
-            assert next(iter(change)) in answer.json()["error"]["fields"]
-        assert api.delete(f"{server.url}/api/users/{root['id']}").status_code == 409
+def test_the_last_active_admin_cannot_be_removed(fresh_site, tmp_path):
+    site = fresh_site  # root is its only admin
+    root = next(u for u in site.users() if u["username"] == "root")
+    api = site.client
+    for change in ({"role": "user"}, {"status": "disabled"}):
+        answer = api.patch(f"/api/users/{root['id']}", headers=site.headers, json=change)
+        assert answer.status_code == 409 and answer.get_json()["error"]["code"] == "conflict"
+        assert next(iter(change)) in answer.get_json()["error"]["fields"]
+    assert api.delete(f"/api/users/{root['id']}", headers=site.headers).status_code == 409
 
-        done = run_cli("users", "set", str(root["id"]), "role=user", cwd=server.workdir,
-                       env=server.env)
-        assert done.returncode == 1 and "last active admin" in done.stderr
-        assert len(done.stderr.strip().splitlines()) == 1
-        done = run_cli("users", "delete", str(root["id"]), cwd=server.workdir, env=server.env)
-        assert done.returncode == 1 and "last active admin" in done.stderr
+    env = {**os.environ, "USERBOARD_DATABASE_URL": site.database_url}
+    done = run_cli("users", "set", str(root["id"]), "role=user", cwd=tmp_path, env=env)
+    assert done.returncode == 1 and "last active admin" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    done = run_cli("users", "delete", str(root["id"]), cwd=tmp_path, env=env)
+    assert done.returncode == 1 and "last active admin" in done.stderr
 
-        http = server.login()
-        page = http.get(f"{server.url}/users/{root['id']}/edit").text
-        csrf = page.split('name="csrf_token" type="hidden" value="')[1].split('"')[0]
-        answer = http.post(f"{server.url}/users/{root['id']}/edit", data={
-            "csrf_token": csrf, "username": "root", "email": "root@example.com",
-            "role": "user", "status": "active", "version": str(root["version"])})
-        assert answer.status_code == 409
-        assert "the last active admin must stay an active admin" in answer.text
-        answer = http.post(f"{server.url}/users/{root['id']}/delete", data={"csrf_token": csrf})
-        assert "this is the last active admin" in answer.text or answer.status_code == 302
-        assert db_users(server)[root["id"]]["role"] == "admin"
+    browser, _ = site.login()
+    page = browser.get(f"/users/{root['id']}/edit").text
+    csrf = page.split('name="csrf_token" type="hidden" value="')[1].split('"')[0]
+    answer = browser.post(f"/users/{root['id']}/edit", data={
+        "csrf_token": csrf, "username": "root", "email": "root@example.com",
+        "role": "user", "status": "active", "version": str(root["version"])})
+    assert answer.status_code == 409
+    assert "the last active admin must stay an active admin" in answer.text
+    answer = browser.post(f"/users/{root['id']}/delete", data={"csrf_token": csrf},
+                          follow_redirects=True)
+    assert "this is the last active admin" in answer.text
+    assert site.users()[0] == root
 
-        # With a second active admin, demoting the first is fine.
-        api.post(server.url + "/api/users", json={"username": "second", "email": "s@example.com",
-                                                  "role": "admin"})
-        assert api.patch(f"{server.url}/api/users/{root['id']}",
-                         json={"role": "user"}).status_code == 200
-    finally:
-        server.stop()
+    # With a second active admin, demoting the first is fine.
+    assert api.post("/api/users", headers=site.headers, json={
+        "username": "second", "email": "s@example.com", "role": "admin"}).status_code == 201
+    assert api.patch(f"/api/users/{root['id']}", headers=site.headers,
+                     json={"role": "user"}).status_code == 200
 
 
-def wait_disconnected(sio: socketio.Client, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not sio.connected:
-            return True
-        time.sleep(0.02)
-    return not sio.connected
+def on_cut(sio: socketio.Client) -> threading.Event:
+    """An event set when the server disconnects `sio` from /users."""
+    cut = threading.Event()
+    sio.on("disconnect", lambda *_reason: cut.set(), namespace=NAMESPACE)
+    return cut
 
 
 @pytest.mark.parametrize("change", [{"status": "disabled"}, {"role": "user"}, None])
@@ -267,9 +270,10 @@ def test_an_admin_who_loses_access_is_cut_off_within_a_second(server, change):
     user = api.post(server.url + "/api/users", json={
         "username": name, "email": f"{name}@example.com", "role": "admin",
         "password": "pass-word-1"}).json()["user"]
-    token = server.cli("token", "create", name).stdout.strip()
+    token = issue_token(server, name)
     sio = socketio.Client(reconnection=False)
-    sio.connect(server.url, namespaces=["/users"], auth={"token": token},
+    cut = on_cut(sio)
+    sio.connect(server.url, namespaces=[NAMESPACE], auth={"token": token},
                 transports=["websocket"], wait_timeout=10)
     try:
         assert sio.connected
@@ -277,27 +281,26 @@ def test_an_admin_who_loses_access_is_cut_off_within_a_second(server, change):
             api.delete(f"{server.url}/api/users/{user['id']}")
         else:
             api.patch(f"{server.url}/api/users/{user['id']}", json=change)
-        assert wait_disconnected(sio, 1.0)
+        assert cut.wait(1.0)  # the credential check runs every 0.5 s
         assert server.api(token).get(server.url + "/api/users").status_code == 401
     finally:
         sio.disconnect()
 
 
-def test_logging_out_cuts_that_logins_sockets(server):
-    http = server.login()
-    cookie = {"Cookie": "; ".join(f"{c.name}={c.value}" for c in http.cookies)}
-    sio = socketio.Client(reconnection=False)
-    sio.connect(server.url, namespaces=["/users"], headers=cookie, transports=["polling"],
-                wait_timeout=10)
-    try:
-        assert sio.connected
-        http.post(server.url + "/logout", data={"csrf_token": http.csrf_token})
-        assert wait_disconnected(sio, 1.0)
-        # The old cookie no longer opens a socket either.
-        again = socketio.Client(reconnection=False)
-        with pytest.raises(socketio.exceptions.ConnectionError):
-            again.connect(server.url, namespaces=["/users"], headers=cookie,
-                          transports=["polling"], wait_timeout=5)
-        assert requests.get(server.url + "/api/users", headers=cookie).status_code == 401
-    finally:
-        sio.disconnect()
+def test_logging_out_cuts_that_logins_sockets_only(site):
+    browser, csrf = site.login()
+    cookie = browser.get_cookie("session").value
+    socket = site.socket(client=browser)
+    other_login, _ = site.login()
+    bystander = site.socket(client=other_login)  # the same admin, logged in elsewhere
+    assert socket.connected_to_users and bystander.connected_to_users
+
+    assert browser.post("/logout", data={"csrf_token": csrf}).status_code == 302
+    assert not socket.connected_to_users
+    assert bystander.connected_to_users
+    # The old cookie no longer opens a socket, nor the API.
+    replayed = site.new_client()
+    replayed.set_cookie("session", cookie)
+    assert not site.socket(client=replayed).connected_to_users
+    assert replayed.get("/api/users").status_code == 401
+    bystander.close()

@@ -1,74 +1,60 @@
-"""Login, logout and page protection over plain HTTP."""
+"""Login, logout and page protection, in process through Flask's test client."""
 
 from __future__ import annotations
 
-import re
-
-import requests
-
 from userboard.auth import LoginThrottle
 
-from .helpers import ADMIN_PASSWORD, ServerProcess
+from .inprocess import PASSWORD, csrf_of
 
 
-def csrf_of(html: str) -> str:
-    return re.search(r'name="csrf-token" content="([^"]+)"', html).group(1)
+def post_login(client, username, password):
+    csrf = csrf_of(client.get("/login").text)
+    return client.post("/login", data={"username": username, "password": password,
+                                       "csrf_token": csrf})
 
 
-def post_login(http, server, username, password):
-    csrf = csrf_of(http.get(server.url + "/login").text)
-    return http.post(server.url + "/login",
-                     data={"username": username, "password": password, "csrf_token": csrf})
-
-
-def test_dashboard_requires_login(server):
-    answer = requests.get(server.url + "/", allow_redirects=False)
+def test_dashboard_requires_login(client):
+    answer = client.get("/")
     assert answer.status_code == 302 and answer.headers["Location"].endswith("/login")
 
 
-def test_wrong_password_and_unknown_user_get_the_same_message(server):
-    wrong = post_login(requests.Session(), server, "root", "not-the-password")
-    unknown = post_login(requests.Session(), server, "nobody_here", "whatever-1")
+def test_wrong_password_and_unknown_user_get_the_same_message(site):
+    wrong = post_login(site.new_client(), "root", "not-the-password")
+    unknown = post_login(site.new_client(), "nobody_here", "whatever-1")
     assert wrong.status_code == unknown.status_code == 401
     assert "Wrong username or password." in wrong.text and "Wrong username or password." in unknown.text
 
 
-def test_only_active_admins_with_a_password_log_in(server):
-    api = server.api()
+def test_only_active_admins_with_a_password_log_in(site):
     cases = (("plainuser", {"role": "user"}), ("offadmin", {"role": "admin", "status": "disabled"}))
     for name, extra in cases:
-        assert api.post(server.url + "/api/users", json={
+        assert site.client.post("/api/users", headers=site.headers, json={
             "username": name, "email": f"{name}@example.com", "password": "pass-word-1", **extra,
         }).status_code == 201
-        assert post_login(requests.Session(), server, name, "pass-word-1").status_code == 401
+        assert post_login(site.new_client(), name, "pass-word-1").status_code == 401
 
 
-def test_login_form_without_csrf_is_refused(server):
-    answer = requests.post(server.url + "/login", data={"username": "root", "password": ADMIN_PASSWORD})
+def test_login_form_without_csrf_is_refused(client):
+    answer = client.post("/login", data={"username": "root", "password": PASSWORD})
     assert answer.status_code == 200 and 'id="users"' not in answer.text
+    assert client.get("/").status_code == 302
 
 
-def test_logout_ends_the_session(server):
-    http = server.login()
-    assert http.get(server.url + "/", allow_redirects=False).status_code == 200
-    http.post(server.url + "/logout", data={"csrf_token": http.csrf_token})
-    assert http.get(server.url + "/", allow_redirects=False).status_code == 302
-    assert http.get(server.url + "/api/users").status_code == 401
+def test_logout_ends_the_session(client, auth):
+    auth.login()
+    assert client.get("/").status_code == 200
+    assert auth.logout().status_code == 302
+    assert client.get("/").status_code == 302
+    assert client.get("/api/users").status_code == 401
 
 
-def test_repeated_failures_from_one_address_are_slowed_down(tmp_path):
-    server = ServerProcess(tmp_path)
-    server.setup_admin()
-    server.start()
-    try:
-        http = requests.Session()
-        for _ in range(5):
-            assert post_login(http, server, "root", "wrong-password").status_code == 401
-        # Now even the right password has to wait.
-        blocked = post_login(http, server, "root", ADMIN_PASSWORD)
-        assert blocked.status_code == 429 and "Too many failed attempts" in blocked.text
-    finally:
-        server.stop()
+def test_repeated_failures_from_one_address_are_slowed_down(fresh_site):
+    client = fresh_site.new_client()
+    for _ in range(5):
+        assert post_login(client, "root", "wrong-password").status_code == 401
+    # Now even the right password has to wait.
+    blocked = post_login(client, "root", PASSWORD)
+    assert blocked.status_code == 429 and "Too many failed attempts" in blocked.text
 
 
 def test_throttle_waits_grow_and_expire():

@@ -15,6 +15,7 @@ from .extension import Userboard
 from .publish import QueuedEmitter, tracking_redis_manager
 from .realtime import UsersNamespace
 from .relay import SentSeqs
+from .viewengine import ViewEngine
 from .views import Cursors
 from .web import bp as web_bp
 
@@ -47,11 +48,20 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
 
     database = open_database(app.config["DATABASE_URL"], retention=app.config["CHANGE_LOG_SIZE"])
     sent = SentSeqs()
+    cursors = Cursors(app.config["SECRET_KEY"])
+    namespace = UsersNamespace()
+    engine = ViewEngine(database.sessions, cursors,
+                        send=lambda sid, name, payload: namespace.emit_local(name, payload, to=sid))
     queue_options = {}
     if app.config["MESSAGE_QUEUE"]:
-        # Every server process delivers every event to its own clients through the queue.
+        # Every server process delivers every event to its own clients through the queue; each
+        # delivery also wakes the view engine (the change log has the rows it needs).
+        def delivered(seq: int) -> None:
+            sent.delivered(seq)
+            engine.wake()
+
         queue_options["client_manager"] = tracking_redis_manager(
-            app.config["MESSAGE_QUEUE"], app.config["CHANNEL"], sent.delivered
+            app.config["MESSAGE_QUEUE"], app.config["CHANNEL"], delivered
         )
     socketio = SocketIO(
         app,
@@ -60,12 +70,12 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         cors_allowed_origins=security.origin_checker(tuple(app.config["ALLOWED_ORIGINS"])),
         **queue_options,
     )
-    namespace = UsersNamespace()
     socketio.on_namespace(namespace)
     database.capture.publishers.append(QueuedEmitter(socketio, sent=sent))
+    database.capture.publishers.append(engine)  # wakes it: views follow this process's commits
     app.extensions[extension.KEY] = Userboard(
         database=database, socketio=socketio, namespace=namespace, sent=sent,
-        login_throttle=LoginThrottle(), cursors=Cursors(app.config["SECRET_KEY"]),
+        login_throttle=LoginThrottle(), cursors=cursors, views=engine,
     )
 
     app.jinja_env.globals["csrf_token"] = generate_csrf

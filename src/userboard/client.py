@@ -26,7 +26,12 @@ CHANGE_EVENTS = ("user_added", "user_updated", "user_deleted")
 
 
 class LiveUsers:
-    """users: {id: USER}; seq: the last seq applied (None before the first snapshot)."""
+    """users: {id: USER}; seq: the last seq applied (None before the first snapshot).
+
+    A whole-table copy: on a table over the server's snapshot limit (2,000 users) the server
+    sends `users_too_large` instead of a snapshot; `too_large` then holds its total and `users`
+    stays empty (use `GET /api/users` pages or a view instead).
+    """
 
     def __init__(self, url: str, token: str | None = None, headers: dict | None = None,
                  transports=("websocket",), since: int | None = None):
@@ -34,6 +39,7 @@ class LiveUsers:
         self.users: dict[int, dict] = {}
         self.seq: int | None = since
         self.snapshots = 0  # how many users_snapshot were applied
+        self.too_large: int | None = None  # the table's size, when too big for a snapshot
         self.applied: list[int] = []  # seqs of the change events applied, in order
         self._pending: dict[int, tuple[str, dict]] = {}
         self._resyncing = False
@@ -42,6 +48,7 @@ class LiveUsers:
                                    reconnection_delay_max=1)
         self.sio.on("users_snapshot", self._on_snapshot, namespace=NAMESPACE)
         self.sio.on("heartbeat", self._on_heartbeat, namespace=NAMESPACE)
+        self.sio.on("users_too_large", self._on_too_large, namespace=NAMESPACE)
         for name in CHANGE_EVENTS:
             self.sio.on(name, self._receiver(name), namespace=NAMESPACE)
 
@@ -70,6 +77,11 @@ class LiveUsers:
             self.seq = snapshot["seq"]
             self.snapshots += 1
             self._drain()
+            self._cond.notify_all()
+
+    def _on_too_large(self, notice: dict) -> None:
+        with self._cond:
+            self.too_large = notice["total"]
             self._cond.notify_all()
 
     def _receiver(self, name: str):

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .bootstrap import Database
     from .realtime import UsersNamespace
     from .relay import SentSeqs
+    from .viewengine import ViewEngine
     from .views import Cursors
 
 KEY = "userboard"
@@ -35,6 +36,7 @@ class Userboard:
     sent: SentSeqs
     login_throttle: LoginThrottle
     cursors: Cursors
+    views: ViewEngine
 
 
 def app_state(app: Flask | None = None) -> Userboard:

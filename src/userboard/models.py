@@ -16,6 +16,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from .capture import tracked
 from .changelog import ChangeLog, SeqCounter  # noqa: F401  (one import gives Base.metadata the whole schema)
 from .db import Base, UTCDateTime, utcnow
+from .fields import EMAIL, ROLE, STATUS, USERNAME
 
 ROLES = ("admin", "user")
 STATUSES = ("active", "disabled")
@@ -51,10 +52,10 @@ class User(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # active_history: the capture layer needs the old value even when it was not loaded yet.
-    username: Mapped[str] = mapped_column(String(32), active_history=True)
-    email: Mapped[str] = mapped_column(String(254), active_history=True)
-    role: Mapped[str] = mapped_column(String(16), default="user", active_history=True)
-    status: Mapped[str] = mapped_column(String(16), default="active", active_history=True)
+    username: Mapped[str] = mapped_column(String(USERNAME.max_length), active_history=True)
+    email: Mapped[str] = mapped_column(String(EMAIL.max_length), active_history=True)
+    role: Mapped[str] = mapped_column(String(ROLE.max_length), default="user", active_history=True)
+    status: Mapped[str] = mapped_column(String(STATUS.max_length), default="active", active_history=True)
     password_hash: Mapped[str | None] = mapped_column(String(255), default=None)
     version: Mapped[int] = mapped_column(Integer, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

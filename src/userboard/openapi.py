@@ -1,16 +1,31 @@
 """The OpenAPI 3.1 description of the JSON API, served at /api/openapi.json.
 
 Written by hand next to api.py and kept true by tests/test_openapi.py, which checks every
-/api route against it and lets Schemathesis call the API as described.
+/api route against it and lets Schemathesis call the API as described. The field limits are
+not written here: they come from the rules in fields.py, which users.py enforces.
 """
 
 from __future__ import annotations
 
-from .models import ROLES, STATUSES
+from . import fields
+from .fields import ROLES, STATUSES
 
-USERNAME = {"type": "string", "minLength": 3, "maxLength": 32, "pattern": "^[A-Za-z0-9_.-]{3,32}$"}
-EMAIL = {"type": "string", "format": "email", "maxLength": 254}
-PASSWORD = {"type": "string", "minLength": 8, "maxLength": 256}
+
+def string_schema(rule: fields.FieldRule, **extra) -> dict:
+    """The JSON Schema of a string field that follows `rule`."""
+    schema = {"type": "string", **extra}
+    if rule.min_length:
+        schema["minLength"] = rule.min_length
+    if rule.max_length is not None:
+        schema["maxLength"] = rule.max_length
+    if rule.pattern is not None:
+        schema["pattern"] = f"^{rule.pattern}$"
+    return schema
+
+
+USERNAME = string_schema(fields.USERNAME)
+EMAIL = string_schema(fields.EMAIL, format="email")
+PASSWORD = string_schema(fields.PASSWORD)
 
 USER = {
     "type": "object",

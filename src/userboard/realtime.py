@@ -13,22 +13,26 @@ import logging
 import time
 
 from flask import request, session
-from flask_socketio import ConnectionRefusedError, Namespace, join_room
+from flask_socketio import ConnectionRefusedError, Namespace, join_room, leave_room
 from sqlalchemy import select
 
-from . import auth
+from . import auth, views
 from .capture import current_seq
 from .changelog import ChangeLog
 from .db import read_snapshot
 from .events import NAMESPACE, ROOM, USERS_SNAPSHOT
 from .extension import app_state, get_db
 from .models import User, user_dict
+from .users import UserError
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT = "heartbeat"
 # Farther behind than this, a snapshot is cheaper than replaying every event.
 REPLAY_LIMIT = 1000
+# A whole-table snapshot holds at most this many users (about 1 MB at the longest values).
+SNAPSHOT_MAX = 2000
+USERS_TOO_LARGE = "users_too_large"
 # Client-to-server events per connection: a burst of this many, refilled at RATE per second.
 BURST, RATE = 20, 5.0
 
@@ -56,8 +60,15 @@ def catch_up(db, since) -> tuple[list[tuple[str, dict]], int]:
             ).all()
             if len(rows) == latest - since:  # nothing pruned: every event is there
                 return [(row.event, row.payload) for row in rows], latest
+        total = views.count(db, views.View())
+        if total > SNAPSHOT_MAX:  # no message may grow with the table: use a view instead
+            return [(USERS_TOO_LARGE, {"seq": latest, "total": total, "max": SNAPSHOT_MAX})], latest
         users = [user_dict(u) for u in db.scalars(select(User).order_by(User.id))]
         return [(USERS_SNAPSHOT, {"seq": latest, "users": users})], latest
+
+
+def _refusal(exc: UserError) -> dict:
+    return {"error": {"code": exc.code, "message": exc.message, "fields": exc.fields}}
 
 
 def socket_admin(db, auth_payload) -> tuple[User, auth.Principal] | None:
@@ -109,12 +120,26 @@ class UsersNamespace(Namespace):
             self.emit_local(name, payload, to=sid)
 
     def on_connect(self, auth_payload=None):
-        """A browser or script connects; refuse anyone who is not an active admin."""
+        """A browser or script connects; refuse anyone who is not an active admin.
+
+        With `view` in `auth` the socket holds that view from the start (a `users_view`);
+        otherwise it is a whole-table client (replay after `since`, or a snapshot).
+        """
         found = socket_admin(get_db(), auth_payload)
         if found is None:
             log.info("refused socket from %s: not authenticated", request.remote_addr)
             raise ConnectionRefusedError({"code": "unauthorized"})
         user, principal = found
+        if isinstance(auth_payload, dict) and auth_payload.get("view") is not None:
+            try:
+                view = views.parse_view(auth_payload["view"], app_state().cursors)
+            except UserError as exc:
+                raise ConnectionRefusedError(_refusal(exc)) from None
+            self.clients[request.sid] = principal
+            app_state().views.subscribe(get_db(), request.sid, view)
+            log.info("socket %s connected for user %s (%s) with a view", request.sid, user.id,
+                     principal.kind)
+            return
         since = auth_payload.get("since") if isinstance(auth_payload, dict) else None
         events, latest = catch_up(get_db(), since)
         # From here on nothing yields: the client joins the room and gets its catch-up before
@@ -131,11 +156,34 @@ class UsersNamespace(Namespace):
         """The client went away (or was cut off)."""
         self.clients.pop(request.sid, None)
         self._budget.pop(request.sid, None)
+        app_state().views.unsubscribe(request.sid)
+
+    def on_watch(self, data=None):
+        """A client subscribes to a view, or changes it: a fresh `users_view`, then the ack.
+
+        From then on it gets that view's changes instead of the whole-table events.
+        """
+        if request.sid not in self.clients:
+            return {"error": {"code": "unauthorized", "message": "not connected", "fields": {}}}
+        try:
+            view = views.parse_view(data if data is not None else {}, app_state().cursors)
+        except UserError as exc:
+            return _refusal(exc)
+        leave_room(ROOM)
+        subscription = app_state().views.subscribe(get_db(), request.sid, view)
+        return {"view": subscription.number, "seq": subscription.seq}
 
     def on_resync(self, data=None):
-        """A client saw a gap (or a heartbeat ahead of it): replay after `since`, then ack."""
+        """A client saw a gap (or a heartbeat ahead of it): replay after `since`, then ack.
+
+        A socket holding a view gets the view whole again instead.
+        """
         if request.sid not in self.clients:
             return {"error": "not connected"}
+        engine = app_state().views
+        if engine.holds(request.sid):
+            subscription = engine.resend(get_db(), request.sid)
+            return {"view": subscription.number, "seq": subscription.seq}
         since = data.get("since") if isinstance(data, dict) else None
         events, latest = catch_up(get_db(), since)
         self._send_all(request.sid, events)
@@ -145,6 +193,7 @@ class UsersNamespace(Namespace):
 
     def cut(self, sid: str) -> None:
         self.clients.pop(sid, None)
+        app_state().views.unsubscribe(sid)
         self.socketio.server.disconnect(sid, namespace=NAMESPACE, ignore_queue=True)
 
     def cut_principal(self, principal: auth.Principal) -> None:

@@ -60,7 +60,8 @@ HEARTBEAT_EVERY = 4  # ticks: the latest seq goes to every client every 2 s
 
 
 def background_loop(app) -> None:
-    """Relay other processes' events, cut sockets whose credential ended, send heartbeats."""
+    """Relay other processes' events, cut sockets whose credential ended, send heartbeats;
+    and run the view engine in its own greenlet (a pass after each commit, at least every tick)."""
     state = app_state(app)
     relay = ChangeLogRelay(state.database.sessions, state.namespace.emit_local, state.sent)
     relay.start_at_current()
@@ -76,10 +77,12 @@ def background_loop(app) -> None:
                     state.namespace.revalidate(db)
                 if ticks % HEARTBEAT_EVERY == 0:
                     state.namespace.heartbeat(state.sent.last_delivered)
+                    state.views.heartbeat()
             except Exception:  # a database hiccup must not end the loop
                 log.exception("background loop failed; retrying")
 
     state.socketio.start_background_task(run)
+    state.socketio.start_background_task(state.views.run, TICK)
 
 
 def run_server(settings: Settings, host: str, port: int) -> None:

@@ -1,4 +1,5 @@
-"""Creating, changing and deleting users: the one place their rules live. Imports no Flask.
+"""Creating, changing and deleting users: the one place their rules are enforced (the rules
+themselves are the table in fields.py). Imports no Flask.
 
 The JSON API, the web forms and the CLI all call these functions and translate `UserError` into
 their own kind of answer (HTTP status, form message, one-line CLI error). Each write commits, so
@@ -16,19 +17,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .auth import hash_password
-from .models import ROLES, STATUSES, User
+from .fields import EMAIL, FIELDS, PASSWORD, ROLES, STATUSES, USERNAME
+from .models import User
 
-USERNAME_RE = re.compile(r"[A-Za-z0-9_.-]{3,32}")
-WRITABLE_FIELDS = ("username", "email", "role", "status", "password")
+USERNAME_RE = re.compile(USERNAME.pattern)
+WRITABLE_FIELDS = tuple(FIELDS)
 MAX_ID = 2**63 - 1
 
 
 def N_(message: str) -> str:
     """Mark a message for translation (the web pages translate it; this module stays Babel-free)."""
     return message
-
-PASSWORD_MIN, PASSWORD_MAX = 8, 256
-EMAIL_MAX = 254
 
 
 class UserError(Exception):
@@ -112,7 +111,7 @@ def _check_username(value: str) -> str:
 
 
 def _check_email(value: str) -> str:
-    if len(value) > EMAIL_MAX:
+    if len(value) > EMAIL.max_length:
         raise ValueError(N_("must be at most 254 characters"))
     try:
         # Syntax only: no DNS look-up; intranet hosts and the reserved .test names (which
@@ -137,7 +136,7 @@ def _check_status(value: str) -> str:
 
 
 def _check_password(value: str) -> str:
-    if not PASSWORD_MIN <= len(value) <= PASSWORD_MAX:
+    if not PASSWORD.min_length <= len(value) <= PASSWORD.max_length:
         raise ValueError(N_("must be 8-256 characters"))
     return value
 
