@@ -8,6 +8,7 @@ answers with a redirect back to the view it came from (POST/redirect/GET: reload
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from functools import wraps
@@ -132,8 +133,9 @@ def set_language(code: str):
     return redirect(target)
 
 
-# Typed values longer than this are not kept across the redirect (the session is a cookie).
-KEPT_INPUT_MAX = {"username": 64, "email": users.EMAIL_MAX}
+# A typed value whose JSON is longer than this is not kept across the redirect: the session is
+# a cookie, and browsers keep at most 4 KB of it.
+KEPT_INPUT_BYTES = 512
 ADD_FORM_KEY = "add_user_form"
 
 
@@ -163,7 +165,7 @@ def keep_add_form(form: UserForm) -> None:
     data = {}
     for name in ("username", "email", "role", "status"):
         value = form[name].data if isinstance(form[name].data, str) else ""
-        data[name] = value if len(value) <= KEPT_INPUT_MAX.get(name, 16) else ""
+        data[name] = value if len(json.dumps(value)) <= KEPT_INPUT_BYTES else ""
     errors = {name: [str(e) for e in form[name].errors] for name in data if form[name].errors}
     session[ADD_FORM_KEY] = {"data": data, "errors": errors}
 

@@ -28,8 +28,8 @@ function setCell(tr, field, value) {
     cell.dataset.value = value;
     cell.textContent = label;
   } else {
-    cell.textContent = TIMES.has(field) ? value.slice(0, 16).replace("T", " ") : value;
-    cell.title = value; // the whole value, when the cell cuts it short
+    cell.textContent = TIMES.has(field) ? value.slice(0, 10) : value; // the date; title: all of it
+    cell.title = value; // the whole value, where the cell shows less
   }
 }
 
