@@ -190,3 +190,40 @@ def test_edit_and_delete_come_back_to_the_view_they_were_started_from(site, peop
     assert deleted.status_code == 302 and deleted.headers["Location"] == "/?q=pupil&sort=email"
     assert flashes(client.get("/?q=pupil&sort=email").text) == [
         f"User {target['username']} saved.", "User deleted."]
+
+
+def edit_form(user: dict, csrf: str, **changes) -> dict:
+    return {"csrf_token": csrf, "username": user["username"], "email": user["email"],
+            "role": user["role"], "status": user["status"], "version": str(user["version"]),
+            **changes}
+
+
+def test_a_refused_edit_redirects_to_its_page_with_the_values_and_errors_once(site, people, browser):
+    client, csrf = browser
+    target = people[20]
+    page_url = f"/users/{target['id']}/edit?sort=email"
+    answer = client.post(page_url, data=edit_form(target, csrf, email="nope"))
+    assert answer.status_code == 302 and answer.headers["Location"] == page_url
+    page = client.get(page_url).text
+    assert 'data-error-for="email"' in page and 'value="nope"' in page
+    again = client.get(page_url).text
+    assert "data-error-for" not in again and f'value="{target["email"]}"' in again
+
+
+def test_a_stale_edit_shows_the_row_as_it_is_now_and_saving_again_overwrites(site, people, browser):
+    client, csrf = browser
+    target = people[21]
+    page_url = f"/users/{target['id']}/edit"
+    site.client.patch(f"/api/users/{target['id']}", headers=site.headers,
+                      json={"email": "theirs21@example.com"})
+    answer = client.post(page_url, data=edit_form(target, csrf, email="mine21@example.com"))
+    assert answer.status_code == 302 and answer.headers["Location"] == page_url
+    page = client.get(page_url).text
+    now = site.client.get(f"/api/users/{target['id']}", headers=site.headers).get_json()["user"]
+    assert any("changed by someone else" in message for message in flashes(page))
+    assert '<span data-current="email">theirs21@example.com</span>' in page
+    assert 'value="mine21@example.com"' in page and f'data-version="{now["version"]}"' in page
+    saved = client.post(page_url, data=edit_form(now, csrf, email="mine21@example.com"))
+    assert saved.status_code == 302 and saved.headers["Location"] == "/"
+    assert site.client.get(f"/api/users/{target['id']}",
+                           headers=site.headers).get_json()["user"]["email"] == "mine21@example.com"

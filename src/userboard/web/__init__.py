@@ -136,7 +136,7 @@ def set_language(code: str):
 # A typed value whose JSON is longer than this is not kept across the redirect: the session is
 # a cookie, and browsers keep at most 4 KB of it.
 KEPT_INPUT_BYTES = 512
-ADD_FORM_KEY = "add_user_form"
+KEPT_FORM = "kept_form"
 
 
 def view_args() -> dict:
@@ -160,25 +160,32 @@ def toggled_sort(view: views.View, field: str) -> dict:
     return {**view.params(), "sort": field, "order": order}
 
 
-def keep_add_form(form: UserForm) -> None:
-    """Carry the add form's values (not the password) and errors across the redirect."""
-    data = {}
-    for name in ("username", "email", "role", "status"):
-        value = form[name].data if isinstance(form[name].data, str) else ""
-        data[name] = value if len(json.dumps(value)) <= KEPT_INPUT_BYTES else ""
-    errors = {name: [str(e) for e in form[name].errors] for name in data if form[name].errors}
-    session[ADD_FORM_KEY] = {"data": data, "errors": errors}
+def keep_form(form, **extra) -> None:
+    """Carry a refused form's values (never a password) and errors across the redirect."""
+    data, errors = {}, {}
+    for field in form:
+        if field.type in ("PasswordField", "CSRFTokenField"):
+            continue
+        value = field.data if isinstance(field.data, str) else ""
+        data[field.name] = value if len(json.dumps(value)) <= KEPT_INPUT_BYTES else ""
+        if field.errors:
+            errors[field.name] = [str(e) for e in field.errors]
+    session[KEPT_FORM] = {"form": type(form).__name__, "data": data, "errors": errors, **extra}
 
 
-def restored_add_form() -> UserForm:
-    kept = session.pop(ADD_FORM_KEY, None)
-    if not isinstance(kept, dict):
-        return UserForm(formdata=None)
-    form = UserForm(formdata=None, data=kept.get("data") or {})
+def kept_form(form_class, **match) -> tuple | None:
+    """The refused form a redirect carried to this page (once) and its extras, or None."""
+    kept = session.get(KEPT_FORM)
+    if not isinstance(kept, dict) or kept.get("form") != form_class.__name__:
+        return None
+    if any(kept.get(key) != value for key, value in match.items()):
+        return None
+    session.pop(KEPT_FORM)
+    form = form_class(formdata=None, data=kept.get("data") or {})
     for name, errors in (kept.get("errors") or {}).items():
         if name in form:
             form[name].errors = list(errors)
-    return form
+    return form, kept
 
 
 @bp.get("/")
@@ -196,15 +203,16 @@ def dashboard():
     db = get_db()
     window = views.answer(db, view, app_state().cursors)
     db.rollback()
+    kept = kept_form(UserForm)
     base = view.params()
-    current = {**base, **({"after": params["after"]} if view.start or view.before else {})}
+    current = {**base, "after": params["after"]} if params.get("after") else base
 
     def page(cursor):
         return dashboard_url({**base, "after": cursor}) if cursor else None
 
     return render_template(
         "dashboard.html", window=window, view=view, view_params=current,
-        view_query=urlencode(current), form=restored_add_form(), csrf_form=CsrfOnlyForm(),
+        view_query=urlencode(current), form=kept[0] if kept else UserForm(formdata=None),
         sort_urls={f: dashboard_url(toggled_sort(view, f)) for f in views.SORTS},
         next_url=page(window["next"]), prev_url=page(window["prev"]),
         export_url=url_for("api.export_users", **base), bulk_actions=list(users.BULK_ACTIONS),
@@ -228,13 +236,13 @@ def add_user():
     form = UserForm()
     if not form.validate_on_submit():
         flash(_("The form expired. Please try again."), "error")
-        keep_add_form(form)
+        keep_form(form)
         return back_to_view()
     try:
         user = users.create_user(get_db(), form.user_data())
     except users.UserError as exc:
         show_errors(form, exc)
-        keep_add_form(form)
+        keep_form(form)
         return back_to_view()
     flash(_("User %(name)s added.", name=user.username), "success")
     return back_to_view()
@@ -282,31 +290,39 @@ def edit_user(user_id: int):
     current = user.to_dict()
     back = view_args()
     if request.method == "GET":
+        return render_edit(current, seq, back)
+    form = EditUserForm()
+    if not form.validate_on_submit():
+        flash(_("The form expired. Please try again."), "error")
+        keep_form(form, user_id=user_id)
+        return redirect(url_for("web.edit_user", user_id=user_id, **back))
+    version = form.version.data
+    try:
+        users.update_user(db, user_id, form.user_data(),
+                          expected_version=int(version) if version and version.isdigit() else -1)
+    except users.UserError as exc:
+        show_errors(form, exc)
+        keep_form(form, user_id=user_id, stale=isinstance(exc, users.StaleVersion))
+        return redirect(url_for("web.edit_user", user_id=user_id, **back))
+    flash(_("User %(name)s saved.", name=user.username), "success")
+    return back_to_view()
+
+
+def render_edit(current: dict, seq: int, back: dict):
+    """The edit form: fresh, or the refused one a redirect carried here.
+
+    After a stale save the page shows the row as it is now and takes its version, so saving
+    again is a deliberate overwrite of what was shown.
+    """
+    kept = kept_form(EditUserForm, user_id=current["id"])
+    if kept is None:
         form = EditUserForm(data={**current, "version": current["version"]})
         return render_template("edit.html", form=form, user=current, stale=None, seq=seq, back=back)
-    form = EditUserForm()
-    status = 400
-    if form.validate_on_submit():
-        version = form.version.data
-        try:
-            users.update_user(db, user_id, form.user_data(),
-                              expected_version=int(version) if version and version.isdigit() else -1)
-        except users.StaleVersion as exc:
-            show_errors(form, exc)
-            stale = exc.current
-            form.version.data = str(stale["version"])  # a second save is a deliberate overwrite
-            return render_template("edit.html", form=form, user=stale, stale=stale, seq=seq,
-                                   back=back), 409
-        except users.UserError as exc:
-            show_errors(form, exc)
-            status = 422 if exc.code != "conflict" else 409
-        else:
-            flash(_("User %(name)s saved.", name=user.username), "success")
-            return back_to_view()
-    else:
-        flash(_("The form expired. Please try again."), "error")
-    return render_template("edit.html", form=form, user=current, stale=None, seq=seq,
-                           back=back), status
+    form, extras = kept
+    stale = current if extras.get("stale") else None
+    if stale:
+        form.version.data = str(current["version"])
+    return render_template("edit.html", form=form, user=current, stale=stale, seq=seq, back=back)
 
 
 @bp.post("/users/<int:user_id>/delete")
