@@ -23,9 +23,11 @@ def test_connect_sends_snapshot_equal_to_the_api(site):
     socket = site.socket(auth={"token": site.token})
     try:
         assert socket.connected_to_users
-        snapshot = socket.received()[0]
-        assert snapshot == ("users_snapshot",
-                            site.client.get("/api/users", headers=site.headers).get_json())
+        name, snapshot = socket.received()[0]
+        listed = site.client.get("/api/users", headers=site.headers).get_json()
+        assert name == "users_snapshot"
+        assert snapshot == {"seq": listed["seq"], "users": listed["users"]}
+        assert listed["total"] == len(listed["users"]) and listed["next"] is None
     finally:
         socket.close()
 

@@ -49,9 +49,9 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
     database = open_database(app.config["DATABASE_URL"], retention=app.config["CHANGE_LOG_SIZE"])
     sent = SentSeqs()
     cursors = Cursors(app.config["SECRET_KEY"])
-    namespace = UsersNamespace()
     engine = ViewEngine(database.sessions, cursors,
                         send=lambda sid, name, payload: namespace.emit_local(name, payload, to=sid))
+    namespace = UsersNamespace(engine)
     queue_options = {}
     if app.config["MESSAGE_QUEUE"]:
         # Every server process delivers every event to its own clients through the queue; each

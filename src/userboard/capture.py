@@ -37,10 +37,12 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cached_property
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Protocol
 
@@ -55,6 +57,7 @@ log = logging.getLogger(__name__)
 
 STATE_KEY = "userboard.capture"
 LAST_SEQ_KEY = "userboard.last_commit_seq"
+ACTOR_KEY = "userboard.actor"
 DEFAULT_RETENTION = 10_000
 # Old change-log rows are trimmed when seq crosses a multiple of this (at most 100, or a tenth of
 # the retention), not on every commit.
@@ -225,21 +228,23 @@ def _row_before_flush(session: Session, spec: Tracked, obj) -> dict:
     return spec.serialize(SimpleNamespace(**values))
 
 
-def _build_events(changes: Iterable[tuple[Tracked, Any, _Change]], first_seq: int) -> list[ev.Event]:
+def _build_events(
+    changes: Iterable[tuple[Tracked, Any, _Change]], first_seq: int, by: dict
+) -> list[ev.Event]:
     built = []
     for spec, key, change in changes:
         seq = first_seq + len(built)
         if change.kind == ev.ADDED:
-            built.append(ev.added(spec.entity, seq, key, change.after))
+            built.append(ev.added(spec.entity, seq, key, change.after, by))
         elif change.kind == ev.DELETED:
-            built.append(ev.deleted(spec.entity, seq, key))
+            built.append(ev.deleted(spec.entity, seq, key, by))
         else:
             before, after = change.before, change.after
             quiet = (spec.key_attr, spec.version_attr)
             fields = [k for k in after if k not in quiet and before.get(k) != after[k]]
             built.append(ev.updated(
                 spec.entity, seq, key, change.version,
-                {k: after[k] for k in fields}, {k: before.get(k) for k in fields},
+                {k: after[k] for k in fields}, {k: before.get(k) for k in fields}, by,
             ))
     return built
 
@@ -463,8 +468,9 @@ class ChangeCapture:
             return
         connection = session.connection()
         states = [c.after if c.after is not None else c.before for _spec, _key, c in changes]
-        first = _log_events(connection, _build_events(changes, 0), states)
-        state.prepared = _build_events(changes, first)
+        by = actor_of(session)
+        first = _log_events(connection, _build_events(changes, 0, by), states)
+        state.prepared = _build_events(changes, first, by)
         last = first + len(changes) - 1
         every = max(1, min(PRUNE_EVERY, self.retention // 10))
         if last // every != (first - 1) // every:
@@ -508,6 +514,25 @@ def install_capture(
 ) -> ChangeCapture:
     """Wire change capture onto a session factory; return it so publishers can be added."""
     return ChangeCapture([publisher] if publisher else [], retention).install(target)
+
+
+def set_actor(session: Session, kind: str, user_id: int | None, name: str | None) -> None:
+    """Say who makes the session's changes from now on (kept in `session.info`).
+
+    A session factory can carry a default: `sessionmaker(info={ACTOR_KEY: ev.actor(...)})`.
+    """
+    session.info[ACTOR_KEY] = ev.actor(kind, user_id, name)
+
+
+def program_actor() -> dict:
+    """A script, named after its program, when nobody said otherwise."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return ev.actor("script", None, name or "python")
+
+
+def actor_of(session: Session) -> dict:
+    """Who makes the session's changes (a script named after its program by default)."""
+    return session.info.get(ACTOR_KEY) or program_actor()
 
 
 def last_commit_seq(session: Session) -> int | None:

@@ -24,6 +24,7 @@ from .events import NAMESPACE, ROOM, USERS_SNAPSHOT
 from .extension import app_state, get_db
 from .models import User, user_dict
 from .users import UserError
+from .viewengine import ViewEngine
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,9 @@ def socket_admin(db, auth_payload) -> tuple[User, auth.Principal] | None:
 class UsersNamespace(Namespace):
     """Live user events for logged-in active admins and token holders."""
 
-    def __init__(self):
+    def __init__(self, engine: ViewEngine):
         super().__init__(NAMESPACE)
+        self.views = engine  # the live views of this process's sockets
         self.clients: dict[str, auth.Principal] = {}  # this process's sockets
         self._budget: dict[str, tuple[float, float]] = {}  # sid -> (tokens, when)
 
@@ -128,15 +130,15 @@ class UsersNamespace(Namespace):
         found = socket_admin(get_db(), auth_payload)
         if found is None:
             log.info("refused socket from %s: not authenticated", request.remote_addr)
-            raise ConnectionRefusedError({"code": "unauthorized"})
+            raise ConnectionRefusedError("unauthorized", {"code": "unauthorized", "fields": {}})
         user, principal = found
         if isinstance(auth_payload, dict) and auth_payload.get("view") is not None:
             try:
                 view = views.parse_view(auth_payload["view"], app_state().cursors)
             except UserError as exc:
-                raise ConnectionRefusedError(_refusal(exc)) from None
+                raise ConnectionRefusedError(exc.message, _refusal(exc)["error"]) from None
             self.clients[request.sid] = principal
-            app_state().views.subscribe(get_db(), request.sid, view)
+            self.views.subscribe(get_db(), request.sid, view)
             log.info("socket %s connected for user %s (%s) with a view", request.sid, user.id,
                      principal.kind)
             return
@@ -156,7 +158,7 @@ class UsersNamespace(Namespace):
         """The client went away (or was cut off)."""
         self.clients.pop(request.sid, None)
         self._budget.pop(request.sid, None)
-        app_state().views.unsubscribe(request.sid)
+        self.views.unsubscribe(request.sid)
 
     def on_watch(self, data=None):
         """A client subscribes to a view, or changes it: a fresh `users_view`, then the ack.
@@ -170,7 +172,7 @@ class UsersNamespace(Namespace):
         except UserError as exc:
             return _refusal(exc)
         leave_room(ROOM)
-        subscription = app_state().views.subscribe(get_db(), request.sid, view)
+        subscription = self.views.subscribe(get_db(), request.sid, view)
         return {"view": subscription.number, "seq": subscription.seq}
 
     def on_resync(self, data=None):
@@ -180,7 +182,7 @@ class UsersNamespace(Namespace):
         """
         if request.sid not in self.clients:
             return {"error": "not connected"}
-        engine = app_state().views
+        engine = self.views
         if engine.holds(request.sid):
             subscription = engine.resend(get_db(), request.sid)
             return {"view": subscription.number, "seq": subscription.seq}
@@ -193,7 +195,7 @@ class UsersNamespace(Namespace):
 
     def cut(self, sid: str) -> None:
         self.clients.pop(sid, None)
-        app_state().views.unsubscribe(sid)
+        self.views.unsubscribe(sid)
         self.socketio.server.disconnect(sid, namespace=NAMESPACE, ignore_queue=True)
 
     def cut_principal(self, principal: auth.Principal) -> None:

@@ -18,6 +18,8 @@ from sqlalchemy import func, select
 
 from . import users
 from .app import create_app
+from .bootstrap import cli_actor
+from .capture import set_actor
 from .config import Settings
 from .extension import app_state
 from .models import User
@@ -47,6 +49,7 @@ def ensure_first_admin(app) -> str | None:
         if session.scalar(select(func.count()).select_from(User)):
             return None
         password = secrets.token_urlsafe(12)
+        set_actor(session, **cli_actor())  # `userboard serve`, run by this operating-system user
         users.create_user(
             session,
             {"username": "admin", "email": "admin@example.com", "role": "admin",

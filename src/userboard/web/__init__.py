@@ -27,7 +27,7 @@ from flask import (
 from flask_babel import gettext as _
 
 from .. import auth, users, views
-from ..capture import current_seq
+from ..capture import current_seq, set_actor
 from ..extension import app_state, get_db
 from ..i18n import LANGUAGES
 from .forms import CsrfOnlyForm, EditUserForm, LoginForm, UserForm
@@ -70,6 +70,7 @@ def login_required(view):
             session.pop("login", None)
             return redirect(url_for("web.login"))
         g.admin = found[0]
+        set_actor(get_db(), "session", g.admin.id, g.admin.username)
         return view(*args, **kwargs)
 
     return wrapper
