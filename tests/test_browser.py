@@ -402,7 +402,9 @@ def test_two_views_follow_a_third_tab_and_the_api_without_reload(browser, board)
         assert api.post(f"{url}/api/users/bulk", json={
             "action": "delete", "ids": [carl["id"], bob["id"]]}).status_code == 200
         assert check() == (["annika"], ["helga"])
-        for tab in (one, two):
+        latest = str(api_view(board)["seq"])
+        for tab in (one, two):  # the heartbeat says every change so far is in the view
+            expect(tab.page.locator("table#users")).to_have_attribute("data-seq", latest)
             assert tab.was_not_reloaded()
             assert tab.errors == []
     finally:
