@@ -75,6 +75,19 @@ class Tab:
     def cell(self, user_id: int, field: str):
         return self.row(user_id).locator(f'td[data-field="{field}"]')
 
+    def history(self) -> list[dict]:
+        """The edit page's history entries, newest first, as the page shows them."""
+        return self.page.locator("ol#history > li").evaluate_all(
+            """items => items.map(li => ({
+                seq: Number(li.dataset.seq), event: li.dataset.event,
+                kind: li.querySelector('[data-field=actor]').dataset.kind,
+                actor: li.querySelector('[data-field=actor]').textContent,
+                what: li.querySelector('[data-field=event]').textContent,
+                changes: [...li.querySelectorAll('[data-change]')].map(c =>
+                    c.textContent.replace(/\\s+/g, ' ').trim()),
+                at: li.querySelector('time').dateTime}))"""
+        )
+
     def mark_no_reload(self) -> None:
         self.page.evaluate("window.__noReload = true")
 

@@ -20,7 +20,7 @@ from playwright.sync_api import expect
 from sqlalchemy import update
 
 from userboard import users
-from userboard.bootstrap import open_database
+from userboard.bootstrap import cli_actor, open_database
 from userboard.models import User
 
 from .browser import Tab, browser  # noqa: F401  (fixture)
@@ -551,3 +551,201 @@ def test_write_forms_are_disabled_while_the_server_stays_unreachable(browser, tm
     finally:
         tab.close()
         server.stop()
+
+
+# -- the edit page's history, and writes made outside userboard ---------------------------------
+
+
+def sql(server, statement: str, *args) -> None:
+    """One statement on the server's database file with the sqlite3 module: no userboard code."""
+    with sqlite3.connect(server.env["USERBOARD_DATABASE_URL"].removeprefix("sqlite:///")) as raw:
+        raw.execute(statement, args)
+
+
+def unannounced(server, statement: str, *args) -> None:
+    """A change no event announces, its version unmoved (what a database restored from a backup
+    can hold): the triggers take the capture's marker for the capture's own write."""
+    with sqlite3.connect(server.env["USERBOARD_DATABASE_URL"].removeprefix("sqlite:///")) as raw:
+        raw.execute("INSERT INTO capture_marker (id) VALUES (1)")
+        raw.execute(statement, args)
+        raw.execute("DELETE FROM capture_marker")
+
+
+def newest_entry(tab: Tab, count: int) -> dict:
+    """The newest history entry, once the page shows `count` of them."""
+    expect(tab.page.locator("ol#history > li")).to_have_count(count)
+    return tab.history()[0]
+
+
+def test_the_edit_page_history_shows_each_writer_live(browser, server):  # noqa: F811
+    user = api_user(server, "chronicle")
+    watcher, editor = Tab(browser, server), Tab(browser, server)
+    try:
+        watcher.open(f"/users/{user['id']}/edit")
+        watcher.mark_no_reload()
+        created = watcher.history()
+        assert [(e["event"], e["kind"], e["actor"], e["what"]) for e in created] == [
+            ("user_added", "token", "root (API token)", "created")]
+
+        # A browser session: another tab saves the edit form.
+        editor.open(f"/users/{user['id']}/edit")
+        editor.page.fill("#edit-user input[name=email]", "chronicle2@example.com")
+        editor.page.click("#edit-user button[type=submit]")
+        by_session = newest_entry(watcher, 2)
+        assert (by_session["kind"], by_session["actor"], by_session["what"]) == (
+            "session", "root (browser session)", "changed")
+        assert by_session["changes"] == ["Email: chronicle@example.com → chronicle2@example.com"]
+
+        # An API token.
+        answer = server.api().patch(f"{server.url}/api/users/{user['id']}",
+                                    json={"status": "disabled"})
+        by_token = newest_entry(watcher, 3)
+        assert (by_token["seq"], by_token["kind"], by_token["actor"]) == (
+            answer.json()["seq"], "token", "root (API token)")
+        assert by_token["changes"] == ["Status: active → disabled"]
+
+        # The CLI, in its own process: named after the operating-system user who ran it.
+        done = server.cli("users", "set", str(user["id"]), "role=admin")
+        assert done.returncode == 0, done.stderr
+        os_user = cli_actor()["name"]
+        by_cli = newest_entry(watcher, 4)
+        assert (by_cli["kind"], by_cli["actor"]) == (
+            "cli", f"{os_user} (command line)" if os_user else "command line")
+        assert by_cli["changes"] == ["Role: user → admin"]
+
+        # The sqlite3 module on the database file: SQLite cannot tell who that was.
+        sql(server, "UPDATE users SET username = 'chronicle_sql' WHERE id = ?", user["id"])
+        outside = newest_entry(watcher, 5)
+        assert (outside["kind"], outside["actor"]) == ("external", "outside userboard")
+        assert outside["changes"] == ["Username: chronicle → chronicle_sql"]
+
+        live = watcher.history()
+        assert [e["seq"] for e in live] == sorted((e["seq"] for e in live), reverse=True)
+        assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+Z", e["at"]) for e in live)
+        assert watcher.was_not_reloaded()
+        # Rendered by the server, the same entries read the same (only the times are the log's).
+        watcher.page.reload()
+        without_times = [{k: v for k, v in e.items() if k != "at"} for e in live]
+        assert [{k: v for k, v in e.items() if k != "at"} for e in watcher.history()] == without_times
+        assert watcher.errors == [] and editor.errors == []
+    finally:
+        watcher.close()
+        editor.close()
+
+
+def test_a_direct_sql_update_reaches_a_dashboard_view_and_an_edit_page(browser, server):  # noqa: F811
+    user = api_user(server, "sqlwatched")
+    board, editor = Tab(browser, server), Tab(browser, server)
+    try:
+        board.open("/?q=sqlwatched")
+        editor.open(f"/users/{user['id']}/edit")
+        board.mark_no_reload()
+        editor.mark_no_reload()
+        sql(server, "UPDATE users SET username = 'sqlwatched_x', email = 'sqlx@example.com'"
+                    " WHERE id = ?", user["id"])
+        expect(board.cell(user["id"], "username")).to_have_text("sqlwatched_x")
+        expect(board.cell(user["id"], "email")).to_have_text("sqlx@example.com")
+        expect(board.row(user["id"])).to_have_attribute("data-version", str(user["version"] + 1))
+        notice = editor.page.locator("#remote-notice")
+        expect(notice).to_contain_text("sqlwatched_x")
+        expect(notice).to_contain_text("sqlx@example.com")
+        expect(notice).to_have_attribute("data-kind", "changed")
+        assert newest_entry(editor, 2)["kind"] == "external"
+        assert board.was_not_reloaded() and editor.was_not_reloaded()
+        assert board.errors == [] and editor.errors == []
+    finally:
+        board.close()
+        editor.close()
+
+
+def test_a_fresh_snapshot_or_window_replaces_rows_at_the_same_version(browser, server):  # noqa: F811
+    user = api_user(server, "unannounced")
+    board, editor = Tab(browser, server), Tab(browser, server)
+    try:
+        board.open("/?q=unannounced")
+        editor.open(f"/users/{user['id']}/edit")
+        unannounced(server, "UPDATE users SET email = 'quiet@example.com' WHERE id = ?",
+                    user["id"])
+        # A fresh window for the view; a snapshot for the edit page (asked from a seq the
+        # server has not reached, which no replay can serve).
+        board.page.evaluate("window.userboard.resync()")
+        editor.page.evaluate("window.userboard.socket.emit('resync', {since: 2 ** 40})")
+        expect(board.cell(user["id"], "email")).to_have_text("quiet@example.com")
+        expect(board.row(user["id"])).to_have_attribute("data-version", str(user["version"]))
+        expect(editor.page.locator("#remote-notice")).to_contain_text("quiet@example.com")
+        assert editor.page.evaluate("window.userboard.stats.snapshots") == 1
+        assert board.errors == [] and editor.errors == []
+    finally:
+        board.close()
+        editor.close()
+
+
+def test_an_edit_page_on_a_table_too_large_for_a_snapshot_reads_its_user_again(
+        browser, tmp_path):  # noqa: F811
+    big = ServerProcess(tmp_path)
+    seed_admin(big)
+    crowd = [(f"crowd{i}", f"crowd{i}@example.com") for i in range(2001)]
+    with sqlite3.connect(big.env["USERBOARD_DATABASE_URL"].removeprefix("sqlite:///")) as raw:
+        raw.executemany("INSERT INTO users (username, email) VALUES (?, ?)", crowd)
+        user_id = raw.execute("SELECT id FROM users WHERE username = 'crowd7'").fetchone()[0]
+    big.start()
+    tab = Tab(browser, big)
+    try:
+        tab.open(f"/users/{user_id}/edit")
+        # Unannounced (see above), then a catch-up no replay can serve: users_too_large.
+        unannounced(big, "UPDATE users SET email = 'crowd7b@example.com' WHERE id = ?", user_id)
+        tab.page.evaluate("window.userboard.socket.emit('resync', {since: 2 ** 40})")
+        expect(tab.page.locator("#remote-notice")).to_contain_text("crowd7b@example.com")
+        stats = tab.page.evaluate("window.userboard.stats")
+        assert (stats["tooLarge"], stats["snapshots"]) == (1, 0)
+        # The events after the notice's seq still come, and apply.
+        answer = big.api().patch(f"{big.url}/api/users/{user_id}", json={"email": "c7@example.com"})
+        expect(tab.page.locator("#remote-notice")).to_contain_text("c7@example.com")
+        assert tab.page.evaluate("window.userboard.lastSeq") == answer.json()["seq"]
+        assert tab.errors == []
+    finally:
+        tab.close()
+        big.stop()
+
+
+def test_users_reset_empties_the_edit_page_in_seq_order(browser, server):  # noqa: F811
+    # A TRUNCATE of users (PostgreSQL) must cascade to the logins, which cuts this page's socket
+    # too: its event is handed to the page's socket handler here, after an unknown entity's.
+    user = api_user(server, "truncated")
+    tab = Tab(browser, server)
+    try:
+        tab.open(f"/users/{user['id']}/edit")
+        last = tab.page.evaluate("window.userboard.lastSeq")
+        reset = {"seq": last + 2, "actor": {"kind": "external", "user_id": None, "name": "dba"}}
+        tab.page.evaluate("([reset, last]) => { const [deliver] = window.userboard.socket"
+                          ".listenersAny(); deliver('users_reset', reset);"
+                          " deliver('role_added', {seq: last + 1, role: {}}); }", [reset, last])
+        notice = tab.page.locator("#remote-notice")
+        expect(notice).to_have_attribute("data-kind", "deleted")
+        expect(tab.page.locator("#edit-user button[type=submit]")).to_be_disabled()
+        assert tab.page.evaluate("window.userboard.lastSeq") == last + 2
+        assert tab.errors == []
+    finally:
+        tab.close()
+
+
+def test_markup_in_a_writers_name_renders_as_text_in_the_history(browser, server):  # noqa: F811
+    user = api_user(server, "named_by_markup")
+    tab = Tab(browser, server)
+    try:
+        tab.open(f"/users/{user['id']}/edit")
+        database = open_database(server.env["USERBOARD_DATABASE_URL"], actor=MARKUP_NAME)
+        try:
+            with database.session() as session:
+                users.update_user(session, user["id"], {"email": "marked@example.com"})
+        finally:
+            database.close()
+        shown = f"{MARKUP_NAME} (script)"
+        assert newest_entry(tab, 2)["actor"] == shown  # pushed
+        tab.page.reload()
+        assert newest_entry(tab, 2)["actor"] == shown  # rendered by the server
+        assert tab.page.locator("#history img, #history script").count() == 0
+        assert tab.page.evaluate("window.__xss") is None
+        assert tab.errors == []
+    finally:
+        tab.close()

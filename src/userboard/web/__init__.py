@@ -26,7 +26,7 @@ from flask import (
 )
 from flask_babel import gettext as _
 
-from .. import auth, users, views
+from .. import auth, changelog, users, views
 from ..capture import current_seq, set_actor
 from ..extension import app_state, get_db
 from ..i18n import LANGUAGES
@@ -291,7 +291,9 @@ def edit_user(user_id: int):
     current = user.to_dict()
     back = view_args()
     if request.method == "GET":
-        return render_edit(current, seq, back)
+        # Read after `seq`: an event both listed here and replayed is shown once (by its seq).
+        history = changelog.history(db, "user", user_id)[:HISTORY_SHOWN]
+        return render_edit(current, seq, back, history)
     form = EditUserForm()
     if not form.validate_on_submit():
         flash(_("The form expired. Please try again."), "error")
@@ -309,21 +311,45 @@ def edit_user(user_id: int):
     return back_to_view()
 
 
-def render_edit(current: dict, seq: int, back: dict):
-    """The edit form: fresh, or the refused one a redirect carried here.
+# The edit page lists at most this many of the user's events, newest first (all of them, while
+# the change log keeps them: GET /api/users/ID/history).
+HISTORY_SHOWN = 50
+
+
+def history_labels() -> dict:
+    """The history's words: the server renders its entries with them, edit.js the live ones."""
+    return {
+        "kinds": {"session": _("browser session"), "token": _("API token"),
+                  "cli": _("command line"), "script": _("script"),
+                  "external": _("outside userboard")},
+        "unknown": _("unknown"),
+        "actor": _("%(name)s (%(kind)s)", name="{name}", kind="{kind}"),
+        "events": {"user_added": _("created"), "user_updated": _("changed"),
+                   "user_deleted": _("deleted")},
+        "fields": {"username": _("Username"), "email": _("Email"), "role": _("Role"),
+                   "status": _("Status")},
+        "value_labels": {"admin": _("admin"), "user": _("user"), "active": _("active"),
+                         "disabled": _("disabled")},
+    }
+
+
+def render_edit(current: dict, seq: int, back: dict, history: list[dict]):
+    """The edit form: fresh, or the refused one a redirect carried here; and who changed what.
 
     After a stale save the page shows the row as it is now and takes its version, so saving
     again is a deliberate overwrite of what was shown.
     """
+    page = {"user": current, "seq": seq, "back": back, "history": history,
+            "history_max": HISTORY_SHOWN, "labels": history_labels()}
     kept = kept_form(EditUserForm, user_id=current["id"])
     if kept is None:
         form = EditUserForm(data={**current, "version": current["version"]})
-        return render_template("edit.html", form=form, user=current, stale=None, seq=seq, back=back)
+        return render_template("edit.html", form=form, stale=None, **page)
     form, extras = kept
     stale = current if extras.get("stale") else None
     if stale:
         form.version.data = str(current["version"])
-    return render_template("edit.html", form=form, user=current, stale=stale, seq=seq, back=back)
+    return render_template("edit.html", form=form, stale=stale, **page)
 
 
 @bp.post("/users/<int:user_id>/delete")

@@ -52,18 +52,23 @@ function highlight(tr) {
   tr.classList.add("changed");
 }
 
-/** Make the body show `ids` in order: reuse rows, fill the ones `given` has newer data for. */
-function render(ids, given) {
+/**
+ * Make the body show `ids` in order: reuse rows, fill the ones `given` has newer data for.
+ * A whole window (`whole`) is the truth: every row is filled from it, even at the same version
+ * (a database restored from a backup can hold other values under it).
+ */
+function render(ids, given, whole) {
   const shown = new Map([...tbody.rows].map((tr) => [Number(tr.dataset.userId), tr]));
   const rows = [];
   let complete = true;
   for (const id of ids) {
     let tr = shown.get(id);
     const user = given.get(id);
-    if (user && (!tr || tr.dataset.version !== String(user.version))) {
+    const newer = user && (!tr || tr.dataset.version !== String(user.version));
+    if (newer || (user && whole)) {
       tr ??= template.content.firstElementChild.cloneNode(true);
       fill(tr, user);
-      highlight(tr);
+      if (newer) highlight(tr);
     }
     if (tr) rows.push(tr);
     else complete = false;
@@ -147,7 +152,7 @@ const live = connectView({
     document.getElementById("count-total").textContent = String(message.total);
     setPageLink("next", message.next);
     setPageLink("prev", message.prev);
-    if (!render(ids, given)) live.resync();
+    if (!render(ids, given, whole)) live.resync();
   },
   onSeq(seq) {
     table.dataset.seq = String(seq);

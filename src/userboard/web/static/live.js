@@ -6,6 +6,8 @@
 // - connectLive: the edit page follows the whole table's events exactly once, in seq order
 //   ("Client algorithm"): it connects with {since: the last seq applied}, events wait in
 //   `pending` until every earlier seq was applied, a gap or a heartbeat ahead asks for `resync`.
+//   A snapshot (or a fresh window) is the truth: it replaces what the page holds, whatever the
+//   versions say.
 // After RECONNECT_ATTEMPTS failed reconnections the page is `offline`; it then keeps trying
 // every RETRY_MS (and when the browser comes back online) without leaving `offline` until a
 // connection succeeds.
@@ -117,14 +119,25 @@ export function connectView({ view, initialSeq, onWindow, onSeq, onState }) {
 }
 
 /**
- * Follow the whole table: call `onSnapshot(snapshot)` and `onEvent(name, payload)`.
+ * Follow the whole table, calling:
+ * - `onSnapshot(snapshot)`: the whole table at `snapshot.seq`; replace everything held with it;
+ * - `onEvent(name, payload)` for every event, in seq order, once: `user_added`, `user_updated`,
+ *   `user_deleted`, `users_reset` (the table was emptied at once: drop everything held), and
+ *   the events of other entities, which a users page ignores;
+ * - `onTooLarge(notice)`: the table is over `notice.max` users, so no snapshot comes.
+ *
+ * On a table that big the whole-table events still come: the socket is admitted at
+ * `notice.seq`, so they continue from there. A page that holds only a few rows (the edit page
+ * holds one) therefore stays a whole-table client: it re-reads its rows from the API and keeps
+ * applying the events, rather than becoming a view client, since a view (a search) cannot
+ * name exactly one user.
  * `initialSeq` is the seq the server-rendered page reflects (null: start from a snapshot).
  */
-export function connectLive({ initialSeq, onSnapshot, onEvent, onState }) {
+export function connectLive({ initialSeq, onSnapshot, onEvent, onTooLarge, onState }) {
   let lastSeq = initialSeq;
   let resyncing = false;
   const pending = new Map(); // seq -> [name, payload]
-  const stats = { snapshots: 0, applied: 0, resyncs: 0 };
+  const stats = { snapshots: 0, tooLarge: 0, applied: 0, resyncs: 0 };
 
   const socket = openSocket((send) => send(lastSeq === null ? {} : { since: lastSeq }), onState);
 
@@ -158,21 +171,35 @@ export function connectLive({ initialSeq, onSnapshot, onEvent, onState }) {
     if (pending.size) resync();
   }
 
+  // What is pending belongs to this connection: the next one replays it from `since`, and a
+  // server restored from a backup may number it differently.
   socket.on("disconnect", () => {
     resyncing = false;
+    pending.clear();
   });
+  // Not "only if newer": the snapshot's seq may be behind ours (a restored database) and its
+  // rows may differ at the same version (a write nobody announced).
   socket.on("users_snapshot", (snapshot) => {
     onSnapshot(snapshot);
     lastSeq = snapshot.seq;
     stats.snapshots += 1;
     drain();
   });
+  socket.on("users_too_large", (notice) => {
+    lastSeq = notice.seq;
+    stats.tooLarge += 1;
+    onTooLarge?.(notice);
+    drain();
+  });
   socket.on("heartbeat", (beat) => {
     if (lastSeq !== null && beat.seq > lastSeq) resync();
   });
-  for (const name of ["user_added", "user_updated", "user_deleted"]) {
-    socket.on(name, (payload) => receive(name, payload));
-  }
+  // Every other numbered event is a change (of users or another entity): its seq counts, or
+  // the page would take it for a gap.
+  const CONTROL = new Set(["users_snapshot", "users_too_large", "heartbeat"]);
+  socket.onAny((name, payload) => {
+    if (!CONTROL.has(name) && Number.isSafeInteger(payload?.seq)) receive(name, payload);
+  });
 
   // For people's scripts and the tests: the socket, counters and the last applied seq.
   window.userboard = { socket, stats, get lastSeq() { return lastSeq; } };
