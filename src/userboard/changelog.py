@@ -63,13 +63,14 @@ def _insert_counter_row(target, connection, **_kw):
     connection.execute(insert(target).values(id=1, value=0))
 
 
-def history(session, entity: str, key) -> list[dict]:
+def history(session, entity: str, key, limit: int | None = None) -> list[dict]:
     """The retained events of one row, newest first: each event's payload (with its seq and
     actor), its name under "event" and when it committed under "committed_at"."""
     rows = session.execute(
         select(ChangeLog.event, ChangeLog.committed_at, ChangeLog.payload)
         .where(ChangeLog.entity == entity, ChangeLog.row_key == str(key))
         .order_by(ChangeLog.seq.desc())
+        .limit(limit)
     ).all()
     return [{"event": row.event, "committed_at": iso(row.committed_at), **row.payload}
             for row in rows]

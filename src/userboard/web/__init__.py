@@ -292,7 +292,7 @@ def edit_user(user_id: int):
     back = view_args()
     if request.method == "GET":
         # Read after `seq`: an event both listed here and replayed is shown once (by its seq).
-        history = changelog.history(db, "user", user_id)[:HISTORY_SHOWN]
+        history = changelog.history(db, "user", user_id, limit=HISTORY_SHOWN)
         return render_edit(current, seq, back, history)
     form = EditUserForm()
     if not form.validate_on_submit():
