@@ -770,7 +770,7 @@ class EngineMachine(RuleBasedStateMachine):
 
 # No shrinking: each step commits to a real database, and shrinking a long failing run took
 # over five minutes here. A failure prints every step, which replays it.
-ENGINE_SETTINGS = settings(max_examples=25, stateful_step_count=30, derandomize=True,
+ENGINE_SETTINGS = settings(max_examples=30, stateful_step_count=60, derandomize=True,
                            deadline=None, database=None,
                            phases=[Phase.explicit, Phase.reuse, Phase.generate],
                            suppress_health_check=[HealthCheck.too_slow,
