@@ -587,9 +587,15 @@ def assert_engine_exact(db: Database, engine: ViewEngine, recorder: Recorder,
             assert replica.number == sub.number
             assert (replica.rows, replica.total) == (answer["users"], answer["total"]), sid
             assert replica.prev == answer["prev"], sid
-            if answer["next"] is not None or strict_next:
-                assert replica.next == answer["next"], sid
-            # else: the known issue of test_next_is_null_once_the_rows_after_the_window_leave
+            engine_next = engine.cursors.next_and_prev(sub.view, sub.rows, sub.has_more)[0]
+            if strict_next:
+                assert replica.next == engine_next == answer["next"], sid
+            elif answer["next"] is not None:
+                # Known issues: the engine may keep a `next` the API no longer has
+                # (test_next_is_null_once_the_rows_after_the_window_leave), and a pass that
+                # changes only `next` sends nothing (test_a_pass_that_changes_only_next_tells_
+                # the_client). Make this check strict (replica == engine == API) once fixed.
+                assert engine_next == answer["next"], sid
             want = reference(rows, view_params_of(sub.view), sub.view.start, db.lower,
                              sub.view.limit)
             assert (answer["users"], answer["total"]) == (want["users"], want["total"]), sid
@@ -887,3 +893,24 @@ def test_a_view_behind_the_pruned_change_log_is_read_again_and_stays_exact(tmp_p
         assert recorder.replicas["s1"].total == 20
     finally:
         db.close()
+
+
+@known_issue("BUG: Subscription.changes compares only the window's rows and total, so a pass in "
+             "which a row enters after a full last page while another leaves an earlier page "
+             "(total unchanged) sends nothing, and the client's `next` stays null")
+def test_a_pass_that_changes_only_next_tells_the_client(database):
+    ids = add_users(database, *({"username": f"u{i}"} for i in range(4)))
+    recorder = Recorder()
+    engine = ViewEngine(database.sessions, views.Cursors(SECRET), recorder)
+    page_two = cursor(views.AFTER, (ids[1], ids[1]))
+    with database.sessions() as session:
+        engine.subscribe(session, "s1", views.parse_view({"limit": "2", "after": page_two},
+                                                         engine.cursors))
+    assert recorder.replicas["s1"].next is None  # [u2, u3] is the last page
+    with database.sessions() as session:  # two commits, one pass
+        session.delete(session.get(User, ids[0]))
+        session.commit()
+        session.add(User(username="u4", email="u4@example.test"))
+        session.commit()
+    engine.process()
+    assert_engine_exact(database, engine, recorder, strict_next=True)
