@@ -159,16 +159,9 @@ def known_issue(reason: str):
     ({"q": {"$ne": ""}}, "q"),
     ({"nope": "1"}, "nope"),
     ({"q": "ann", "offset": "50"}, "offset"),
-    pytest.param({"q": "\ud800"}, "q", marks=known_issue(
-        "BUG: a lone surrogate passes parse_view; the SQL driver then raises UnicodeEncodeError "
-        "(a socket `watch` or connect with this q fails with an exception, not an error ack)"),
-        id="lone-surrogate"),
-    pytest.param({"q": "a\x85b"}, "q", marks=known_issue(
-        "BUG (minor): C1 control characters (U+0080-U+009F) pass parse_view, though users.clean "
-        "refuses every Unicode Cc/Cf/Cs character"), id="c1-control"),
-    pytest.param({"q": "x" + " " * 10240}, "q", marks=known_issue(
-        "BUG (minor): q is measured after strip(), so 10 KB of padding around one letter is "
-        "accepted instead of refused as over-long"), id="padded-10kb"),
+    pytest.param({"q": "\ud800"}, "q", id="lone-surrogate"),
+    pytest.param({"q": "a\x85b"}, "q", id="c1-control"),
+    pytest.param({"q": "x" + " " * 10240}, "q", id="padded-10kb"),
 ])
 def test_parse_view_refuses_bad_parameters_with_the_field(params, field):
     if field is None:
@@ -515,9 +508,9 @@ def test_user_totals_equal_real_counts_after_any_kind_of_write(database):
                     assert views.count(session, view) == want
 
 
-@known_issue("BUG: SQLite's REPLACE conflict resolution deletes the old row without firing "
-             "DELETE triggers (recursive_triggers is off), so user_totals counts it twice and "
-             "users_fts keeps its old trigrams")
+@known_issue("KNOWN LIMIT: SQLite's REPLACE conflict resolution deletes the old row without "
+             "firing DELETE triggers (recursive_triggers is off), so user_totals counts it twice "
+             "(docs/deployment.md: do not use INSERT OR REPLACE on users)")
 def test_user_totals_survive_sqlite_insert_or_replace(tmp_path):
     db = Database(f"sqlite:///{tmp_path / 'replace.db'}")
     try:
@@ -575,8 +568,7 @@ def view_params_of(view: views.View) -> dict:
             "order": view.order}
 
 
-def assert_engine_exact(db: Database, engine: ViewEngine, recorder: Recorder,
-                        strict_next: bool = False) -> None:
+def assert_engine_exact(db: Database, engine: ViewEngine, recorder: Recorder) -> None:
     """Every subscription, and every client replaying its messages, holds views.answer()."""
     rows = db.rows()
     with db.sessions() as session:
@@ -588,14 +580,7 @@ def assert_engine_exact(db: Database, engine: ViewEngine, recorder: Recorder,
             assert (replica.rows, replica.total) == (answer["users"], answer["total"]), sid
             assert replica.prev == answer["prev"], sid
             engine_next = engine.cursors.next_and_prev(sub.view, sub.rows, sub.has_more)[0]
-            if strict_next:
-                assert replica.next == engine_next == answer["next"], sid
-            elif answer["next"] is not None:
-                # Known issues: the engine may keep a `next` the API no longer has
-                # (test_next_is_null_once_the_rows_after_the_window_leave), and a pass that
-                # changes only `next` sends nothing (test_a_pass_that_changes_only_next_tells_
-                # the_client). Make this check strict (replica == engine == API) once fixed.
-                assert engine_next == answer["next"], sid
+            assert replica.next == engine_next == answer["next"], sid
             want = reference(rows, view_params_of(sub.view), sub.view.start, db.lower,
                              sub.view.limit)
             assert (answer["users"], answer["total"]) == (want["users"], want["total"]), sid
@@ -812,8 +797,6 @@ def watching(db: Database, **params) -> tuple[ViewEngine, Recorder]:
     return engine, recorder
 
 
-@known_issue("BUG: Subscription.apply never clears has_more, so when the only rows after a full "
-             "window stop matching, `next` stays a cursor to an empty page (the API says null)")
 def test_next_is_null_once_the_rows_after_the_window_leave(database):
     ids = add_users(database, *({"username": f"u{i}"} for i in range(3)))
     engine, recorder = watching(database, limit="2")
@@ -822,13 +805,16 @@ def test_next_is_null_once_the_rows_after_the_window_leave(database):
         session.delete(session.get(User, ids[2]))
         session.commit()
     engine.process()
-    assert_engine_exact(database, engine, recorder, strict_next=True)
+    assert_engine_exact(database, engine, recorder)
 
 
-@known_issue("BUG: an UPDATE that changes only updated_at / version (a password change; an ORM "
-             "bulk UPDATE setting a value the row already holds) is no event, so live views "
-             "sorted by updated_at keep the row where it was, with its old version")
-@pytest.mark.parametrize("how", ["password", "bulk-same-value"])
+@pytest.mark.parametrize("how", [
+    "password",
+    pytest.param("bulk-same-value", marks=known_issue(
+        "KNOWN LIMIT: an ORM bulk UPDATE (your own code) setting a value the row already holds "
+        "moves updated_at through the column's onupdate but is no event, so views sorted by "
+        "updated_at keep that row where it was")),
+])
 def test_a_write_that_changes_only_updated_at_moves_the_row_in_views(database, how):
     ids = add_users(database, *({"username": f"u{i}"} for i in range(3)))
     engine, recorder = watching(database, sort="updated_at", limit="5")
@@ -845,11 +831,6 @@ def test_a_write_that_changes_only_updated_at_moves_the_row_in_views(database, h
 
 @pytest.mark.parametrize("email, q", [("aİb@example.test", "ib"), ("xaΣ@example.test", "aσ")])
 def test_the_engine_folds_case_like_the_database(database, email, q, request):
-    if database.dialect == "postgresql":
-        request.applymarker(known_issue(
-            "BUG: views.matches folds with Python's str.lower on PostgreSQL, but ILIKE uses the "
-            "database's lower(): 'İ'.lower() is 'i̇' in Python and 'i' in PostgreSQL, and Python "
-            "lowers a final Σ to ς; such a row is in the API's answer but never in a live view"))
     engine, recorder = watching(database, q=q)
     with database.sessions() as session:
         create_user(session, {"username": "unicode", "email": email})
@@ -857,10 +838,6 @@ def test_the_engine_folds_case_like_the_database(database, email, q, request):
     assert_engine_exact(database, engine, recorder)
 
 
-@known_issue("BUG: ViewEngine._pass sets subscription.seq inside the read snapshot and sends the "
-             "users_view_changed only after leaving it; the rollback that ends the snapshot is a "
-             "gevent switch on PostgreSQL, so a heartbeat can claim seq L before the change at L "
-             "is sent (a client then believes a stale window is current)")
 def test_no_heartbeat_claims_a_seq_before_its_change_is_sent(database):
     add_users(database, {"username": "ann"})
     engine, recorder = watching(database, limit="5")
@@ -889,15 +866,12 @@ def test_a_view_behind_the_pruned_change_log_is_read_again_and_stays_exact(tmp_p
             add_users(db, {"username": f"n{i:02}", "status": "active" if i % 3 else "disabled"})
         engine.process()
         engine.heartbeat()
-        assert_engine_exact(db, engine, recorder, strict_next=True)
+        assert_engine_exact(db, engine, recorder)
         assert recorder.replicas["s1"].total == 20
     finally:
         db.close()
 
 
-@known_issue("BUG: Subscription.changes compares only the window's rows and total, so a pass in "
-             "which a row enters after a full last page while another leaves an earlier page "
-             "(total unchanged) sends nothing, and the client's `next` stays null")
 def test_a_pass_that_changes_only_next_tells_the_client(database):
     ids = add_users(database, *({"username": f"u{i}"} for i in range(4)))
     recorder = Recorder()
@@ -913,4 +887,4 @@ def test_a_pass_that_changes_only_next_tells_the_client(database):
         session.add(User(username="u4", email="u4@example.test"))
         session.commit()
     engine.process()
-    assert_engine_exact(database, engine, recorder, strict_next=True)
+    assert_engine_exact(database, engine, recorder)

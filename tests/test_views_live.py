@@ -359,9 +359,6 @@ def test_a_bad_watch_gets_an_error_ack_and_the_old_view_stays(server):
         client.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: parse_view lets a lone surrogate through; the handler then raises UnicodeEncodeError "
-    "in the SQL driver, so the client gets no ack at all (see test_views.py, lone-surrogate)"))
 def test_a_watch_with_a_lone_surrogate_gets_an_error_ack(server):
     client = ViewClient(server.url, server.token, {"limit": "2"}).connect()
     try:

@@ -12,7 +12,7 @@ import re
 import unicodedata
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -253,7 +253,12 @@ def update_user(session: Session, user_id, data, expected_version=None) -> User:
     for key, value in values.items():
         setattr(user, key, value)
     if password is not None:
-        user.password_hash = hash_password(password)
+        # A statement of its own, leaving version and updated_at alone: a password is nothing
+        # a client sees, so it is no event, and views sorted by updated_at must not move.
+        users = User.__table__
+        session.execute(update(users).where(users.c.id == user.id).values(
+            password_hash=hash_password(password), updated_at=users.c.updated_at))
+        session.expire(user, ["password_hash"])
     _commit(session)
     return user
 

@@ -25,9 +25,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from sqlalchemy import select
+from sqlalchemy import literal, or_, select
 
 from . import views
 from .capture import current_seq
@@ -56,16 +56,18 @@ class Subscription:
     total: int
     seq: int
     sent: dict[int, dict] = field(default_factory=dict)  # id -> row, as the client holds it
+    sent_cursors: tuple = (None, None)  # next and prev, as the client holds them
     dirty: bool = False  # the window must be read again (in this pass's snapshot)
 
     def __post_init__(self):
         self.sent = {row["id"]: row for row in self.rows}
 
-    def apply(self, before: dict | None, after: dict | None, dialect: str) -> None:
+    def apply(self, before: dict | None, after: dict | None,
+              matches: Callable[[views.View, dict], bool]) -> None:
         """Apply one committed change of one row (None: it did not exist)."""
         view = self.view
-        was = before is not None and views.matches(view, before, dialect)
-        now = after is not None and views.matches(view, after, dialect)
+        was = before is not None and matches(view, before)
+        now = after is not None and matches(view, after)
         self.total += int(now) - int(was)
         if self.dirty:
             return  # the window is read again at the end of the pass anyway
@@ -76,6 +78,11 @@ class Subscription:
             if self.has_more:  # the next row must move up: only the database knows it
                 self.dirty = True
                 return
+        elif was and self.has_more and self._beyond(before) and not (now and self._beyond(after)):
+            # A row past the window left that region: it may have been the only one there, and
+            # only the database knows whether `next` still leads anywhere.
+            self.dirty = True
+            return
         if not now:
             return
         key = views.sort_key(view, after)
@@ -90,6 +97,11 @@ class Subscription:
             self._insert(after, key)
             self.rows.pop()
 
+    def _beyond(self, row: dict) -> bool:
+        """Whether the row sorts after the (full) window's last row."""
+        return bool(self.rows) and views.comes_before(
+            self.view, views.sort_key(self.view, self.rows[-1]), views.sort_key(self.view, row))
+
     def _insert(self, row: dict, key: tuple) -> None:
         view = self.view
         at = next((i for i, other in enumerate(self.rows)
@@ -98,18 +110,21 @@ class Subscription:
 
     def message(self, cursors: views.Cursors) -> dict:
         following, previous = cursors.next_and_prev(self.view, self.rows, self.has_more)
+        self.sent_cursors = (following, previous)
         return {"view": self.number, "seq": self.seq, "total": self.total, "users": self.rows,
                 "next": following, "prev": previous}
 
-    def changes(self, cursors: views.Cursors, total_before: int) -> dict | None:
-        """The `users_view_changed` payload for what differs from what was sent, or None."""
+    def changes(self, cursors: views.Cursors, total_before: int, seq: int) -> dict | None:
+        """The `users_view_changed` payload at `seq` for what differs from what was sent."""
         fresh = [row for row in self.rows if self.sent.get(row["id"]) != row]
         ids = [row["id"] for row in self.rows]
-        if not fresh and ids == list(self.sent) and self.total == total_before:
+        following, previous = cursors.next_and_prev(self.view, self.rows, self.has_more)
+        if (not fresh and ids == list(self.sent) and self.total == total_before
+                and (following, previous) == self.sent_cursors):
             return None
         self.sent = {row["id"]: row for row in self.rows}
-        following, previous = cursors.next_and_prev(self.view, self.rows, self.has_more)
-        return {"view": self.number, "seq": self.seq, "total": self.total, "ids": ids,
+        self.sent_cursors = (following, previous)
+        return {"view": self.number, "seq": seq, "total": self.total, "ids": ids,
                 "users": fresh, "next": following, "prev": previous}
 
 
@@ -205,6 +220,10 @@ class ViewEngine:
 
     def _pass(self, session, subscriptions: dict[str, Subscription]) -> int:
         dialect = session.get_bind().dialect.name
+
+        def matches(view: views.View, row: dict) -> bool:
+            return _matches(session, dialect, view, row)
+
         floor = min(s.seq for s in subscriptions.values())
         totals = {sid: s.total for sid, s in subscriptions.items()}
         with read_snapshot(session):
@@ -227,7 +246,7 @@ class ViewEngine:
                 before, after = _states(row.payload, row.state)
                 for subscription in subscriptions.values():
                     if row.seq > subscription.seq:
-                        subscription.apply(before, after, dialect)
+                        subscription.apply(before, after, matches)
             for subscription in subscriptions.values():
                 if not covered:  # the log no longer holds it all: read the view from scratch
                     fresh = _read_in_snapshot(session, subscription.view)
@@ -236,13 +255,15 @@ class ViewEngine:
                     subscription.rows, subscription.has_more = views.read_window(
                         session, subscription.view)
                 subscription.dirty = False
-                subscription.seq = max(subscription.seq, latest)
         changed = 0
         for sid, subscription in subscriptions.items():
-            payload = subscription.changes(self.cursors, totals[sid])
+            seq = max(subscription.seq, latest)
+            payload = subscription.changes(self.cursors, totals[sid], seq)
             if payload is not None and self.subscriptions.get(sid) is subscription:
                 self.send(sid, USERS_VIEW_CHANGED, payload)
                 changed += 1
+            # Only now: a heartbeat must never report a seq whose change was not sent yet.
+            subscription.seq = seq
         return changed
 
 
@@ -253,6 +274,20 @@ def _states(payload: dict, state: dict) -> tuple[dict | None, dict | None]:
     if "changes" in payload:  # updated: the fields that changed had these values before
         return {**state, **payload["previous"]}, state
     return state, None  # deleted
+
+
+def _matches(session, dialect: str, view: views.View, row: dict) -> bool:
+    """views.matches, except where Python's case folding may differ from PostgreSQL's lower()
+    (non-ASCII text in a search): there the database itself decides, exactly as ILIKE does."""
+    if dialect != "postgresql" or view.q is None or (
+            view.q + row["username"] + row["email"]).isascii():
+        return views.matches(view, row, dialect)
+    if not views.matches(replace(view, q=None), row, dialect):
+        return False
+    pattern = "%" + views.escape_like(view.q) + "%"
+    return bool(session.execute(
+        select(or_(literal(row["username"]).ilike(pattern, escape="\\"),
+                   literal(row["email"]).ilike(pattern, escape="\\")))).scalar())
 
 
 def _read_in_snapshot(session, view: views.View) -> tuple[list[dict], bool, int]:

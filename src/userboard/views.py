@@ -18,6 +18,7 @@ Cursors are signed (itsdangerous), so a forged or foreign cursor is a clean 400.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -122,12 +123,11 @@ def parse_view(params: Mapping[str, Any], cursors: Cursors, default_limit: int =
         values[key] = None if value is None or value == "" else str(value)
     q = values["q"]
     if q is not None:
-        q = q.strip()
         if len(q) > Q_MAX:
             raise _bad("q", f"at most {Q_MAX} characters")
-        if any(ord(ch) < 32 or ord(ch) == 127 for ch in q):
+        if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs") for ch in q):
             raise _bad("q", "must not contain control characters")
-        q = q or None
+        q = q.strip() or None
     role, status = values["role"], values["status"]
     if role is not None and role not in ROLES:
         raise _bad("role", "must be admin or user")
@@ -220,7 +220,7 @@ def _bind_value(view: View, value):
     return value
 
 
-def _escape_like(value: str) -> str:
+def escape_like(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
@@ -231,7 +231,7 @@ def _filters(view: View, dialect: str) -> list:
     if view.status is not None:
         clauses.append(_users.c.status == view.status)
     if view.q is not None:
-        pattern = f"%{_escape_like(view.q)}%"
+        pattern = f"%{escape_like(view.q)}%"
         if dialect == "sqlite":
             clauses.append(or_(_users.c.username.like(pattern, escape="\\"),
                                _users.c.email.like(pattern, escape="\\")))
