@@ -1,8 +1,9 @@
 """Make docs/screenshot.png: two dashboard tabs side by side, one English, one Simplified Chinese.
 
 Starts its own `userboard serve` on a temporary SQLite database, logs in two browser contexts
-(Debian's chromium through Playwright), changes users in one and captures both. For the Chinese
-tab, install a CJK font first (apt-get install fonts-wqy-zenhei).
+(Debian's chromium through Playwright), changes users in one and captures both; the Chinese tab
+holds another view (sorted by username), which the changes enter at their sorted place. For the
+Chinese tab, install a CJK font first (apt-get install fonts-wqy-zenhei).
 
     .venv/bin/python scripts/screenshot.py [--out docs/screenshot.png]
 """
@@ -51,8 +52,9 @@ def main() -> None:
                                                      args=CHROMIUM_ARGS)
                 left = Tab(browser, server, locale="en-US")
                 right = Tab(browser, server, locale="zh-CN")
+                right.open("/?sort=username")
                 for tab in (left, right):
-                    tab.page.set_viewport_size({"width": 760, "height": 720})
+                    tab.page.set_viewport_size({"width": 760, "height": 900})
                 # Changes made in the left tab show up live on the right.
                 left.page.fill("#add-user input[name=username]", "new_hire")
                 left.page.fill("#add-user input[name=email]", "new.hire@example.com")
@@ -61,7 +63,7 @@ def main() -> None:
                 right.page.locator('td[data-field="username"]', has_text="new_hire").wait_for()
                 right.page.wait_for_timeout(300)
                 shots = [tab.page.screenshot() for tab in (left, right)]
-                board = browser.new_page(viewport={"width": 1540, "height": 740})
+                board = browser.new_page(viewport={"width": 1540, "height": 920})
                 images = "".join(
                     f'<img src="data:image/png;base64,{base64.b64encode(s).decode()}">'
                     for s in shots

@@ -53,6 +53,22 @@ class Tab:
         self.page.click("#login button[type=submit]")
         self.page.wait_for_selector('body[data-socket="connected"]')
 
+    def open(self, path: str) -> None:
+        """Go to a page of this server and wait until its socket is connected."""
+        self.page.goto(self.server.url + path)
+        self.page.wait_for_selector('body[data-socket="connected"]')
+
+    def shown(self) -> list[dict]:
+        """The rows of the users table, in order, as the page shows them."""
+        return self.page.locator("table#users tbody tr").evaluate_all(
+            """rows => rows.map(r => ({
+                id: Number(r.dataset.userId), version: Number(r.dataset.version),
+                username: r.querySelector('[data-field=username]').textContent,
+                email: r.querySelector('[data-field=email]').textContent,
+                role: r.querySelector('[data-field=role]').dataset.value,
+                status: r.querySelector('[data-field=status]').dataset.value}))"""
+        )
+
     def row(self, user_id: int):
         return self.page.locator(f'table#users tr[data-user-id="{user_id}"]')
 

@@ -58,6 +58,10 @@ class InProcess:
         return app_state(self.app).database
 
     @property
+    def app_state(self):
+        return app_state(self.app)
+
+    @property
     def socketio(self):
         return app_state(self.app).socketio
 

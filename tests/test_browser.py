@@ -1,19 +1,33 @@
-"""The dashboard in a real browser (Debian's chromium through Playwright) against a real server."""
+"""The dashboard in a real browser (Debian's chromium through Playwright) against a real server.
+
+The whole-table tests share the session's server and open the newest users first
+(`/?order=desc`), so what they add is on the page whatever other modules added. The view tests
+run on a server of this module (`board`) and compare every tab with `GET /api/users` for the
+same view.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 import sqlite3
+import time
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 from sqlalchemy import update
 
+from userboard import users
 from userboard.bootstrap import open_database
 from userboard.models import User
 
 from .browser import Tab, browser  # noqa: F401  (fixture)
 from .helpers import ServerProcess, seed_admin
+
+NEWEST_FIRST = "/?order=desc"
+SHOWN = ("id", "version", "username", "email", "role", "status")
 
 MARKUP_NAME = '<img src=x onerror="window.__xss=1">'
 MARKUP_EMAIL = "<script>window.__xss=2</script>@example.com"
@@ -22,6 +36,8 @@ MARKUP_EMAIL = "<script>window.__xss=2</script>@example.com"
 @pytest.fixture
 def tabs(browser, server):  # noqa: F811
     opened = [Tab(browser, server), Tab(browser, server)]
+    for tab in opened:
+        tab.open(NEWEST_FIRST)
     yield opened
     for tab in opened:
         assert tab.errors == []
@@ -85,14 +101,13 @@ def test_api_writes_reach_both_tabs(tabs, server):
         assert tab.was_not_reloaded()
 
 
-def test_rows_are_inserted_in_id_order(tabs, server):
+def test_rows_are_inserted_in_the_views_order(tabs, server):
     one, _ = tabs
     api_user(server, "order_a")
     api_user(server, "order_b")
     expect(one.page.locator('td[data-field="username"]', has_text="order_b")).to_have_count(1)
-    ids = [int(i) for i in one.page.locator("table#users tbody tr").evaluate_all(
-        "rows => rows.map(r => r.dataset.userId)")]
-    assert ids == sorted(ids)
+    ids = [row["id"] for row in one.shown()]
+    assert ids == sorted(ids, reverse=True) and len(ids) <= 50
 
 
 def test_markup_in_data_renders_as_text_on_load_and_when_pushed(browser, server):  # noqa: F811
@@ -106,6 +121,7 @@ def test_markup_in_data_renders_as_text_on_load_and_when_pushed(browser, server)
         user_id = raw.execute("SELECT max(id) FROM users").fetchone()[0]
     tab = Tab(browser, server)
     try:
+        tab.open(NEWEST_FIRST)
         expect(tab.cell(user_id, "username")).to_have_text(MARKUP_NAME)
         expect(tab.cell(user_id, "email")).to_have_text(MARKUP_EMAIL)
         assert tab.row(user_id).locator("img, script").count() == 0
@@ -130,23 +146,23 @@ def test_markup_in_data_renders_as_text_on_load_and_when_pushed(browser, server)
         tab.close()
 
 
-def test_counts_follow_changes(tabs, server):
-    one, _ = tabs
-    total = int(one.page.text_content("#count-total"))
-    admins = int(one.page.text_content("#count-admins"))
-    disabled = int(one.page.text_content("#count-disabled"))
+def test_counts_show_each_views_total_and_follow_changes(tabs, server):
+    everyone, admins = tabs
+    admins.open("/?role=admin&status=disabled")
+    total = int(everyone.page.text_content("#count-total"))
+    disabled_admins = int(admins.page.text_content("#count-total"))
+    assert total == api_view(server)["total"] and total > disabled_admins
     user = api_user(server, "counted", role="admin")
-    expect(one.page.locator("#count-total")).to_have_text(str(total + 1))
-    expect(one.page.locator("#count-admins")).to_have_text(str(admins + 1))
+    expect(everyone.page.locator("#count-total")).to_have_text(str(total + 1))
     server.api().patch(f"{server.url}/api/users/{user['id']}", json={"status": "disabled"})
-    expect(one.page.locator("#count-disabled")).to_have_text(str(disabled + 1))
+    expect(admins.page.locator("#count-total")).to_have_text(str(disabled_admins + 1))
+    server.api().patch(f"{server.url}/api/users/{user['id']}", json={"role": "user"})
+    expect(admins.page.locator("#count-total")).to_have_text(str(disabled_admins))
     server.api().delete(f"{server.url}/api/users/{user['id']}")
-    expect(one.page.locator("#count-total")).to_have_text(str(total))
-    expect(one.page.locator("#count-admins")).to_have_text(str(admins))
-    expect(one.page.locator("#count-disabled")).to_have_text(str(disabled))
+    expect(everyone.page.locator("#count-total")).to_have_text(str(total))
 
 
-def test_taken_email_shows_the_field_error_and_keeps_the_input(tabs, server):
+def test_taken_email_shows_the_field_error_and_keeps_the_input_across_a_redirect(tabs, server):
     one, _ = tabs
     api_user(server, "owner")
     one.page.fill("#add-user input[name=username]", "second_owner")
@@ -156,6 +172,12 @@ def test_taken_email_shows_the_field_error_and_keeps_the_input(tabs, server):
     expect(error).to_have_text("this email is already in use")
     expect(one.page.locator("#add-user input[name=username]")).to_have_value("second_owner")
     expect(one.page.locator("#add-user input[name=email]")).to_have_value("owner@example.com")
+    # POST/redirect/GET: the page is the view's URL, so reloading it posts nothing again.
+    assert one.page.url == server.url + NEWEST_FIRST
+    one.page.reload()
+    expect(one.page.locator("table#users")).to_be_visible()
+    expect(error).to_have_count(0)
+    expect(one.page.locator("#add-user input[name=username]")).to_have_value("")
 
 
 def test_edit_page_notices_remote_change_and_delete(browser, server):  # noqa: F811
@@ -197,11 +219,12 @@ def test_chinese_page_shows_chinese_labels(browser, server):  # noqa: F811
         tab.page.goto(server.url + "/login")
         expect(tab.page.locator("h1")).to_have_text("登录")
         tab.login()
-        expect(tab.page.locator("table#users th").nth(1)).to_have_text("用户名")
+        username = tab.page.locator("table#users th[data-sort=username]")
+        expect(username).to_have_text("用户名")
         expect(tab.page.locator("#connection")).to_have_text("已连接")
         expect(tab.page.locator('td[data-field="role"][data-value="admin"]').first).to_have_text("管理员")
         tab.page.click("nav.languages a[hreflang=en]")  # the switch on the page
-        expect(tab.page.locator("table#users th").nth(1)).to_have_text(re.compile("username", re.I))
+        expect(username).to_have_text(re.compile("username", re.I))
     finally:
         tab.close()
 
@@ -233,31 +256,11 @@ def test_pages_send_a_csp_without_inline_script(server):
     assert "<script>" not in answer.text  # scripts are modules loaded from files only
 
 
-def table_rows(tab) -> dict[int, dict]:
-    return {
-        int(row["id"]): row
-        for row in tab.page.locator("table#users tbody tr").evaluate_all(
-            """rows => rows.map(r => ({
-                id: r.dataset.userId, version: Number(r.dataset.version),
-                username: r.querySelector('[data-field=username]').textContent,
-                email: r.querySelector('[data-field=email]').textContent,
-                role: r.querySelector('[data-field=role]').dataset.value,
-                status: r.querySelector('[data-field=status]').dataset.value}))"""
-        )
-    }
-
-
-def database_rows(server) -> dict[int, dict]:
-    users = server.api().get(server.url + "/api/users").json()["users"]
-    fields = ("username", "email", "role", "status", "version")
-    return {u["id"]: {"id": str(u["id"]), **{k: u[k] for k in fields}} for u in users}
-
-
-def test_a_cut_tab_catches_up_by_replay_without_reload(tabs, server):
+def test_a_cut_tab_gets_a_fresh_window_on_reconnect_without_reload(tabs, server):
     one, two = tabs
     victims = [api_user(server, f"cut{i}") for i in range(3)]
     expect(two.row(victims[-1]["id"])).to_have_count(1)
-    snapshots = two.page.evaluate("window.userboard.stats.snapshots")
+    windows = two.page.evaluate("window.userboard.stats.views")
     two.mark_no_reload()
     # Cut the connection and keep it down while the other tab writes.
     two.page.evaluate("window.userboard.socket.io.reconnection(false);"
@@ -279,6 +282,272 @@ def test_a_cut_tab_catches_up_by_replay_without_reload(tabs, server):
                       " window.userboard.socket.connect()")
     expect(two.page.locator("body")).to_have_attribute("data-socket", "connected")
     expect(two.page.locator('td[data-field="username"]', has_text="api_while_away")).to_have_count(1)
-    assert table_rows(two) == database_rows(server)
-    assert two.page.evaluate("window.userboard.stats.snapshots") == snapshots  # replayed
+    wait_for_view(two, server, {"order": "desc"})
+    assert two.page.evaluate("window.userboard.stats.views") == windows + 1
     assert two.was_not_reloaded()
+
+
+# -- views: search, filters, sort and pages that stay live --------------------------------------
+
+
+def api_view(server, **params) -> dict:
+    answer = server.api().get(server.url + "/api/users", params=params)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def rows_of(answer: dict) -> list[dict]:
+    return [{k: user[k] for k in SHOWN} for user in answer["users"]]
+
+
+def wait_for_view(tab, server, view: dict, timeout: float = 10) -> list[dict]:
+    """Wait until the tab shows exactly the API's page of `view`: its rows in order, its total."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = api_view(server, **view, limit=50)
+        shown, total = tab.shown(), int(tab.page.text_content("#count-total"))
+        if (shown, total) == (rows_of(answer), answer["total"]) or time.monotonic() > deadline:
+            assert shown == rows_of(answer) and total == answer["total"], view
+            return shown
+        tab.page.wait_for_timeout(50)
+
+
+def usernames(rows: list[dict]) -> list[str]:
+    return [row["username"] for row in rows]
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    """A server of this module's own: the view tests know every user on it."""
+    proc = ServerProcess(tmp_path_factory.mktemp("board"))
+    seed_admin(proc)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def seed_users(server: ServerProcess, rows: list[dict]) -> None:
+    """Add users straight to the server's database (captured, so open tabs see them too)."""
+    database = open_database(server.env["USERBOARD_DATABASE_URL"])
+    try:
+        with database.session() as session:
+            for row in rows:
+                users.create_user(session, row)
+    finally:
+        database.close()
+
+
+def test_two_views_follow_a_third_tab_and_the_api_without_reload(browser, board):  # noqa: F811
+    by_email, disabled = {"q": "ann", "sort": "email"}, {"status": "disabled"}
+    api, url = board.api(), board.url
+    annika = api_user(board, "annika", email="m.annika@example.com")
+    hannah = api_user(board, "hannah", status="disabled")
+    bob = api_user(board, "bob")
+    carl = api_user(board, "carl", status="disabled")
+    one, two, writer = Tab(browser, board), Tab(browser, board), Tab(browser, board)
+    try:
+        one.open("/?q=ann&sort=email")
+        two.open("/?status=disabled")
+        for tab in (one, two):
+            tab.mark_no_reload()
+
+        def check() -> tuple[list[str], list[str]]:
+            return (usernames(wait_for_view(one, board, by_email)),
+                    usernames(wait_for_view(two, board, disabled)))
+
+        assert check() == (["hannah", "annika"], ["hannah", "carl"])
+
+        # Added in the third tab: enters both views at its sorted place.
+        writer.page.fill("#add-user input[name=username]", "annabel")
+        writer.page.fill("#add-user input[name=email]", "z.annabel@example.com")
+        writer.page.select_option("#add-user select[name=status]", "disabled")
+        writer.page.click("#add-user button[type=submit]")
+        assert check() == (["hannah", "annika", "annabel"], ["hannah", "carl", "annabel"])
+        annabel = api_view(board, q="annabel")["users"][0]
+
+        # Its sort key changes through the API: it moves to the top of the email order.
+        api.patch(f"{url}/api/users/{annabel['id']}", json={"email": "a.annabel@example.com"})
+        assert check()[0] == ["annabel", "hannah", "annika"]
+
+        # Renamed on the edit page: now matches "ann" and enters the search.
+        writer.page.goto(f"{url}/users/{bob['id']}/edit")
+        writer.page.fill("#edit-user input[name=username]", "bobann")
+        writer.page.click("#edit-user button[type=submit]")
+        assert check()[0] == ["annabel", "bobann", "hannah", "annika"]
+
+        # A bulk action in the third tab: both rows enter the disabled view.
+        writer.page.wait_for_selector('body[data-socket="connected"]')
+        for user in (annika, bob):
+            writer.row(user["id"]).locator("input[name=select]").check()
+        writer.page.select_option("#bulk select[name=action]", "disable")
+        writer.page.click("#bulk button[type=submit]")
+        expect(writer.page.locator(".flash-success")).to_contain_text("2 of 2")
+        assert check()[1] == ["annika", "hannah", "bobann", "carl", "annabel"]
+
+        # No longer matches the search: leaves it, stays (changed) in the other view.
+        api.patch(f"{url}/api/users/{hannah['id']}", json={"username": "helga",
+                                                           "email": "helga@example.com"})
+        assert check() == (["annabel", "bobann", "annika"],
+                           ["annika", "helga", "bobann", "carl", "annabel"])
+
+        # Deleted with the row's button in the third tab: leaves both.
+        writer.page.wait_for_selector('body[data-socket="connected"]')
+        writer.row(annabel["id"]).locator("form.delete button").click()
+        assert check() == (["bobann", "annika"], ["annika", "helga", "bobann", "carl"])
+
+        # Bulk actions through the API.
+        assert api.post(f"{url}/api/users/bulk", json={
+            "action": "enable", "ids": [annika["id"], bob["id"]]}).status_code == 200
+        assert check() == (["bobann", "annika"], ["helga", "carl"])
+        assert api.post(f"{url}/api/users/bulk", json={
+            "action": "delete", "ids": [carl["id"], bob["id"]]}).status_code == 200
+        assert check() == (["annika"], ["helga"])
+        latest = str(api_view(board)["seq"])
+        for tab in (one, two):  # the heartbeat says every change so far is in the view
+            expect(tab.page.locator("table#users")).to_have_attribute("data-seq", latest)
+            assert tab.was_not_reloaded()
+            assert tab.errors == []
+    finally:
+        for tab in (one, two, writer):
+            tab.close()
+
+
+def test_the_url_holds_the_view_and_reload_and_back_restore_it(browser, board):  # noqa: F811
+    seed_users(board, [{"username": f"restore{i}", "email": f"{'qpon'[i]}.restore@example.com",
+                        "status": "disabled" if i % 2 else "active"} for i in range(4)])
+    tab = Tab(browser, board)
+    try:
+        page = tab.page
+        page.fill("#view input[name=q]", "restore")
+        page.press("#view input[name=q]", "Enter")
+        expect(page).to_have_url(f"{board.url}/?q=restore&sort=id&order=asc")
+        page.select_option("#view select[name=status]", "active")  # applies at once
+        expect(page).to_have_url(re.compile(r"status=active"))
+        page.click("th[data-sort=email]")
+        expect(page.locator("th[data-sort=email]")).to_have_attribute("aria-sort", "ascending")
+        page.click("th[data-sort=email]")  # again: the other way round
+        view = {"q": "restore", "status": "active", "sort": "email", "order": "desc"}
+        expect(page.locator("th[data-sort=email]")).to_have_attribute("aria-sort", "descending")
+        tab.page.wait_for_selector('body[data-socket="connected"]')
+        assert usernames(wait_for_view(tab, board, view)) == ["restore0", "restore2"]
+
+        page.reload()
+        page.wait_for_selector('body[data-socket="connected"]')
+        expect(page.locator("#view input[name=q]")).to_have_value("restore")
+        expect(page.locator("#view select[name=status]")).to_have_value("active")
+        expect(page.locator("#view select[name=role]")).to_have_value("")
+        expect(page.locator("th[data-sort=email]")).to_have_attribute("aria-sort", "descending")
+        assert usernames(wait_for_view(tab, board, view)) == ["restore0", "restore2"]
+
+        page.go_back()
+        page.wait_for_selector('body[data-socket="connected"]')
+        expect(page.locator("th[data-sort=email]")).to_have_attribute("aria-sort", "ascending")
+        assert usernames(wait_for_view(tab, board, {**view, "order": "asc"})) == ["restore2", "restore0"]
+        assert tab.errors == []
+    finally:
+        tab.close()
+
+
+def walk(tab, rel: str) -> list[list[int]]:
+    """Follow the pager's `rel` links to the end: the ids of every page, the current one first."""
+    pages = [[row["id"] for row in tab.shown()]]
+    link = tab.page.locator(f"nav#pager a[rel={rel}]")
+    while link.get_attribute("aria-disabled") != "true":
+        with tab.page.expect_navigation():
+            link.click()
+        pages.append([row["id"] for row in tab.shown()])
+    return pages
+
+
+def test_the_pager_walks_every_page_exactly_once_and_back(browser, tmp_path):  # noqa: F811
+    server = ServerProcess(tmp_path)
+    seed_admin(server)
+    # 259 more users: 260 in all. Emails in another order than ids, for the second walk.
+    seed_users(server, [{"username": f"pager{i:03}", "email": f"p{i * 101 % 259:03}@example.com"}
+                        for i in range(259)])
+    server.start()
+    tab = Tab(browser, server)
+    try:
+        every_id = [user["id"] for user in api_view(server)["users"]]
+        assert len(every_id) == 260
+        pages = walk(tab, "next")
+        assert [len(page) for page in pages] == [50, 50, 50, 50, 50, 10]
+        assert [i for page in pages for i in page] == every_id
+        assert walk(tab, "prev") == pages[::-1]
+
+        tab.open("/?sort=email&order=desc")
+        by_email = walk(tab, "next")
+        assert [i for page in by_email for i in page] == [
+            user["id"] for user in api_view(server, sort="email", order="desc")["users"]]
+        assert sorted(i for page in by_email for i in page) == every_id
+        assert tab.errors == []
+    finally:
+        tab.close()
+        server.stop()
+
+
+def test_csv_export_of_a_filtered_view_equals_the_api(browser, board):  # noqa: F811
+    seed_users(board, [{"username": f"csvrow{i}", "email": f"{'dbca'[i]}.csvrow@example.com",
+                        "role": "admin" if i == 1 else "user",
+                        "status": "disabled" if i == 3 else "active"} for i in range(4)])
+    view = {"q": "csvrow", "status": "active", "sort": "email", "order": "desc"}
+    tab = Tab(browser, board)
+    try:
+        tab.open("/?q=csvrow&status=active&sort=email&order=desc")
+        with tab.page.expect_download() as download:
+            tab.page.click("a#export-csv")
+        text = Path(download.value.path()).read_text(encoding="utf-8")
+    finally:
+        tab.close()
+    exported = list(csv.DictReader(io.StringIO(text)))
+    expected = [{k: str(v) for k, v in user.items()} for user in api_view(board, **view)["users"]]
+    assert [row["username"] for row in exported] == ["csvrow0", "csvrow2", "csvrow1"]
+    assert exported == expected
+
+
+def test_long_values_are_cut_short_and_the_actions_stay_visible(browser, board):  # noqa: F811
+    def long_user(name: str) -> dict:
+        email = f"{name * 64}"[:64] + "@" + (name[0] * 58 + ".") * 3 + "example.com"
+        return api_user(board, (name * 32)[:32], email=email)
+
+    first = long_user("w")
+    tab = Tab(browser, board)
+    try:
+        tab.open(NEWEST_FIRST)
+        pushed = long_user("v")  # arrives through the socket
+        for user in (first, pushed):
+            expect(tab.cell(user["id"], "email")).to_have_attribute("title", user["email"])
+            expect(tab.cell(user["id"], "username")).to_have_attribute("title", user["username"])
+            expect(tab.row(user["id"]).locator("a.edit")).to_be_in_viewport()
+            expect(tab.row(user["id"]).locator("form.delete button")).to_be_in_viewport()
+        assert tab.page.evaluate("""() => {
+            const card = document.querySelector('table#users').parentElement;
+            return card.scrollWidth <= card.clientWidth;
+        }""")
+    finally:
+        tab.close()
+
+
+def test_write_forms_are_disabled_while_the_server_stays_unreachable(browser, tmp_path):  # noqa: F811
+    server = ServerProcess(tmp_path)
+    seed_admin(server)
+    server.start()
+    tab = Tab(browser, server)
+    writes = ["#add-user button[type=submit]", "#bulk button[type=submit]", "form.delete button"]
+    try:
+        # The same bounded number of attempts, only closer together than a person needs.
+        tab.page.evaluate("window.userboard.socket.io.reconnectionDelay(50);"
+                          " window.userboard.socket.io.reconnectionDelayMax(100)")
+        server.stop()
+        expect(tab.page.locator("body")).to_have_attribute("data-socket", "offline")
+        expect(tab.page.locator("#connection")).to_have_text("offline")
+        for selector in writes:
+            expect(tab.page.locator(selector).first).to_be_disabled()
+        server.start()
+        tab.page.evaluate("window.userboard.socket.connect()")  # what the page's retry timer does
+        expect(tab.page.locator("body")).to_have_attribute("data-socket", "connected")
+        for selector in writes:
+            expect(tab.page.locator(selector).first).to_be_enabled()
+    finally:
+        tab.close()
+        server.stop()

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import delete, func, insert, select, update
 
 import userboard.capture
-from userboard.capture import current_seq, last_commit_seq
+from userboard.capture import current_seq, last_commit_seq, set_actor
 from userboard.models import ChangeLog, User, user_dict
 from userboard.publish import QueuedEmitter
 
@@ -70,6 +70,9 @@ class Kit:
         return event.data[self.entity][self.name]
 
 
+# Sessions that nobody named: a script, named after the program (pytest here).
+SCRIPT = {"kind": "script", "user_id": None, "name": Path(sys.argv[0]).name}
+
 USER = Kit(User, "user", "id", "version", "username", "status", ("active", "disabled"),
            "password_hash", user_dict, True)
 GADGET = Kit(Gadget, "gadget", "code", "revision", "name", "color", ("grey", "red"), "secret",
@@ -92,7 +95,7 @@ def test_add_emits_added_with_the_serialized_row(db, kit):
         obj = kit.add(s, "alice")
         s.commit()
         assert db.names == [kit.added]
-        assert db.events[0].data == {"seq": 1, kit.entity: kit.serialize(obj)}
+        assert db.events[0].data == {"seq": 1, kit.entity: kit.serialize(obj), "actor": SCRIPT}
         assert kit.quiet not in db.events[0].data[kit.entity]
 
 
@@ -148,7 +151,8 @@ def test_update_then_delete_is_deleted(db, kit):
         s.flush()
         s.delete(obj)
         s.commit()
-        assert [(e.name, e.data) for e in db.events] == [(kit.deleted, {"seq": 2, "id": key})]
+        assert [(e.name, e.data) for e in db.events] == [
+            (kit.deleted, {"seq": 2, "id": key, "actor": SCRIPT})]
 
 
 def test_update_that_changes_nothing_emits_nothing(db, kit):
@@ -307,8 +311,8 @@ def test_bulk_delete_emits_one_event_per_row(db, kit):
         s.execute(delete(kit.model).where(getattr(kit.model, kit.key).in_(keys)))
         s.commit()
         assert [(e.name, e.data) for e in db.events] == [
-            (kit.deleted, {"seq": 4, "id": keys[0]}),
-            (kit.deleted, {"seq": 5, "id": keys[1]}),
+            (kit.deleted, {"seq": 4, "id": keys[0], "actor": SCRIPT}),
+            (kit.deleted, {"seq": 5, "id": keys[1], "actor": SCRIPT}),
         ]
 
 
@@ -485,3 +489,16 @@ def test_events_of_large_transactions_are_logged_with_their_seq(db, kit, count):
     rows = log_rows(db)
     assert [r[0] for r in rows] == list(range(1, count + 1))
     assert all(r[4] == e.data for r, e in zip(rows, db.events, strict=True))
+
+
+def test_the_actor_a_session_names_is_on_its_events_and_in_the_log(db):
+    with db.Session() as s:
+        set_actor(s, "token", 7, "alice")
+        USER.add(s, "carol")
+        s.commit()
+    with db.Session() as s:
+        USER.add(s, "dave")
+        s.commit()
+    assert [e.data["actor"] for e in db.events] == [
+        {"kind": "token", "user_id": 7, "name": "alice"}, SCRIPT]
+    assert [row[4]["actor"] for row in log_rows(db)] == [e.data["actor"] for e in db.events]

@@ -23,9 +23,11 @@ def test_connect_sends_snapshot_equal_to_the_api(site):
     socket = site.socket(auth={"token": site.token})
     try:
         assert socket.connected_to_users
-        snapshot = socket.received()[0]
-        assert snapshot == ("users_snapshot",
-                            site.client.get("/api/users", headers=site.headers).get_json())
+        name, snapshot = socket.received()[0]
+        listed = site.client.get("/api/users", headers=site.headers).get_json()
+        assert name == "users_snapshot"
+        assert snapshot == {"seq": listed["seq"], "users": listed["users"]}
+        assert listed["total"] == len(listed["users"]) and listed["next"] is None
     finally:
         socket.close()
 
@@ -76,7 +78,8 @@ def test_two_clients_see_fifty_writes_in_order_with_contiguous_seq(server):
                     assert data["changes"] == {k: user[k] for k in data["changes"]}
                     assert "updated_at" in data["changes"]
                 else:
-                    assert set(data) == {"seq", "id"}
+                    assert set(data) == {"seq", "id", "actor"}
+                assert data["actor"]["kind"] in ("token", "session")
     finally:
         for client in clients:
             client.close()

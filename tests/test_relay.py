@@ -1,20 +1,10 @@
-"""The change-log relay that delivers other processes' events, on a plain database."""
+"""The sequencer: every path's events reach the room in seq order, each once; gaps are filled
+from the change log; pruned events are skipped; joining sockets are admitted in order."""
 
 from __future__ import annotations
 
 from userboard.models import User
-from userboard.relay import ChangeLogRelay, SentSeqs
-
-
-def test_sent_seqs_tracks_a_contiguous_floor():
-    sent = SentSeqs()
-    for seq in (1, 3, 4):
-        sent.mark(seq)
-    assert sent.floor == 1 and 3 in sent and 2 not in sent
-    sent.mark(2)
-    assert sent.floor == 4
-    sent.skip_to(10)
-    assert sent.floor == 10 and 7 in sent
+from userboard.relay import Sequencer
 
 
 def add_users(db, *names):
@@ -24,67 +14,85 @@ def add_users(db, *names):
             s.commit()
 
 
-def test_relay_emits_only_what_was_not_sent(db):
-    emitted = []
-    sent = SentSeqs()
-    relay = ChangeLogRelay(db.Session, lambda name, data: emitted.append((name, data["seq"])), sent,
-                           grace=False)
-    relay.start_at_current()
-    add_users(db, "alice", "bob", "carol")
-    sent.mark(2)  # this process sent seq 2 itself
-    assert relay.poll_once() == 2
-    assert emitted == [("user_added", 1), ("user_added", 3)]
-    assert relay.poll_once() == 0 and sent.floor == 3
+class Room:
+    """What the sequencer sent, where, in order."""
+
+    def __init__(self):
+        self.sent: list[tuple[str, int]] = []  # (to, seq)
+        self.members: list[tuple[str, int]] = []  # (sid, seq sent to the room before it joined)
+
+    def emit(self, name, payload, to="room"):
+        self.sent.append((to, payload["seq"]))
+
+    def room_seqs(self):
+        return [seq for to, seq in self.sent if to == "room"]
 
 
-def test_relay_starts_after_history_and_skips_pruned_rows(db):
+def sequencer(db, room):
+    made = Sequencer(db.Session, emit=room.emit,
+                     enter=lambda sid: room.members.append((sid, made.delivered)))
+    return made
+
+
+def events_of(db):
+    return {e.seq: e for e in db.events}
+
+
+def test_early_events_wait_and_duplicates_are_dropped(db):
+    room = Room()
+    seq = sequencer(db, room)
+    seq.start_at_current()
+    add_users(db, "a", "b", "c", "d")
+    by_seq = events_of(db)
+    for s in (3, 1, 3, 4, 1, 2):
+        seq.offer(by_seq[s].name, by_seq[s].data)
+    assert room.room_seqs() == [1, 2, 3, 4]
+
+
+def test_the_change_log_fills_a_gap_and_relays_what_no_one_pushed(db):
+    room = Room()
+    seq = sequencer(db, room)
+    seq.start_at_current()
+    add_users(db, "a", "b", "c")
+    seq.offer("user_added", events_of(db)[3].data)  # 1 and 2 were never pushed
+    assert room.room_seqs() == []
+    assert seq.relay() == 3
+    assert room.room_seqs() == [1, 2, 3]
+    assert seq.relay() == 0
+
+
+def test_pruned_events_are_skipped_in_order(db):
     add_users(db, "old")
-    emitted = []
-    relay = ChangeLogRelay(db.Session, lambda name, data: emitted.append(data["seq"]), SentSeqs(),
-                           grace=False)
-    relay.start_at_current()
+    room = Room()
+    seq = sequencer(db, room)
+    seq.start_at_current()
     db.capture.retention = 2
     add_users(db, *[f"user{i:03}" for i in range(120)])
-    relay.poll_once()
-    # Rows beyond the retention are gone; the relay sends what the log still has and moves on.
-    assert emitted and emitted == sorted(emitted) and emitted[-1] == 121
-    assert relay.sent.floor == 121
+    seq.relay()
+    sent = room.room_seqs()
+    assert sent == sorted(sent) and sent[-1] == 121 and sent[0] > 2
+    assert seq.delivered == 121
 
 
-def test_relay_with_grace_waits_one_poll_for_the_queue_to_deliver(db):
-    emitted = []
-    sent = SentSeqs()
-    relay = ChangeLogRelay(db.Session, lambda name, data: emitted.append(data["seq"]), sent)
-    relay.start_at_current()
-    add_users(db, "alice", "bob")
-    assert relay.poll_once() == 0  # first sight: give the publisher a chance
-    sent.mark(1)  # the queue delivered seq 1 meanwhile
-    add_users(db, "carol")
-    assert relay.poll_once() == 1 and emitted == [2]  # 2 was still missing; 3 is new: waits
-    assert relay.poll_once() == 1 and emitted == [2, 3]
+def test_a_socket_behind_the_room_gets_what_it_missed_then_joins(db):
+    room = Room()
+    seq = sequencer(db, room)
+    seq.start_at_current()
+    add_users(db, "a", "b", "c")
+    seq.relay()
+    seq.admit("late", 1)  # its catch-up reached seq 1; the room is at 3
+    assert [s for to, s in room.sent if to == "late"] == [2, 3]
+    assert room.members == [("late", 3)]
 
 
-def test_queued_events_are_not_relayed_twice_and_failed_sends_are(db):
-    """Queued here counts as handled; a send that fails goes back to the relay."""
-    from userboard.publish import QueuedEmitter
-
-    class FlakyEmitter:
-        def __init__(self):
-            self.sent = []
-
-        def emit(self, name, data, namespace, room):
-            if data["seq"] == 2:
-                raise ConnectionError("queue down")
-            self.sent.append(data["seq"])
-
-    sent, relayed, flaky = SentSeqs(), [], FlakyEmitter()
-    relay = ChangeLogRelay(db.Session, lambda name, data: relayed.append(data["seq"]), sent,
-                           grace=False)
-    relay.start_at_current()
-    emitter = QueuedEmitter(flaky, sent=sent)
-    db.capture.publishers.append(emitter)
-    add_users(db, "alice", "bob", "carol")
-    assert emitter.flush(5)
-    assert flaky.sent == [1, 3]
-    assert relay.poll_once() == 1 and relayed == [2]  # only the failed one
-    assert sent.last_delivered == 3 and relay.poll_once() == 0
+def test_a_socket_ahead_of_the_room_joins_when_the_room_gets_there(db):
+    room = Room()
+    seq = sequencer(db, room)
+    seq.start_at_current()
+    add_users(db, "a", "b", "c")
+    seq.admit("early", 2)  # its catch-up read seq 2; the room has sent nothing yet
+    assert room.members == []
+    by_seq = events_of(db)
+    seq.offer("user_added", by_seq[1].data)
+    seq.offer("user_added", by_seq[2].data)
+    assert room.members == [("early", 2)]  # joined right after 2 went out: 3 reaches it once

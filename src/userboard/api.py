@@ -9,8 +9,8 @@ from flask import Blueprint, Response, g, jsonify, request, session, stream_with
 from flask_wtf.csrf import CSRFError, validate_csrf
 from wtforms import ValidationError
 
-from . import auth, csv_export, users, views
-from .capture import answer_seq
+from . import auth, changelog, csv_export, users, views
+from .capture import answer_seq, set_actor
 from .errors import ApiError
 from .extension import app_state, get_db
 from .openapi import spec
@@ -44,11 +44,13 @@ def require_admin():
             log.warning("refused API request from %s: invalid or revoked token", request.remote_addr)
             raise ApiError("unauthorized", "invalid or revoked token")
         g.admin = found[0]
+        set_actor(db, "token", g.admin.id, g.admin.username)
         return
     found = auth.login_admin(db, session.get("login"))
     if found is None:
         raise ApiError("unauthorized", "log in or send a bearer token")
     g.admin = found[0]
+    set_actor(db, "session", g.admin.id, g.admin.username)
     if request.method not in SAFE_METHODS:
         try:
             validate_csrf(request.headers.get("X-CSRFToken", ""))
@@ -120,6 +122,16 @@ def create_user():
 @bp.get("/users/<int:user_id>")
 def get_user(user_id: int):
     return jsonify(user=users.get_user(get_db(), user_id).to_dict())
+
+
+@bp.get("/users/<int:user_id>/history")
+def user_history(user_id: int):
+    """Who changed this user and how: the retained events, newest first (also once deleted)."""
+    db = get_db()
+    events = changelog.history(db, "user", user_id)
+    if not events:
+        users.get_user(db, user_id)  # 404 for a user that never was (or whose log is gone)
+    return jsonify(events=events)
 
 
 @bp.patch("/users/<int:user_id>")

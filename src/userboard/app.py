@@ -12,9 +12,9 @@ from .auth import LoginThrottle
 from .bootstrap import open_database
 from .config import Settings, load_or_create_secret_key, secret_key_path
 from .extension import Userboard
-from .publish import QueuedEmitter, tracking_redis_manager
+from .publish import QueuedEmitter, sequenced_redis_manager
 from .realtime import UsersNamespace
-from .relay import SentSeqs
+from .relay import SequencedEmitter, Sequencer
 from .viewengine import ViewEngine
 from .views import Cursors
 from .web import bp as web_bp
@@ -47,21 +47,25 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         app.config["SECRET_KEY"] = load_or_create_secret_key(path)
 
     database = open_database(app.config["DATABASE_URL"], retention=app.config["CHANGE_LOG_SIZE"])
-    sent = SentSeqs()
     cursors = Cursors(app.config["SECRET_KEY"])
-    namespace = UsersNamespace()
+    # The namespace, its sequencer (whole-table events) and its view engine (views) send
+    # to this process's sockets only; the names below are bound before any of them sends.
     engine = ViewEngine(database.sessions, cursors,
                         send=lambda sid, name, payload: namespace.emit_local(name, payload, to=sid))
+    sequencer = Sequencer(database.sessions, emit=lambda *a, **kw: namespace.emit_local(*a, **kw),
+                          enter=lambda sid: namespace.enter(sid))
+    namespace = UsersNamespace(engine, sequencer)
+    sequencer.start_at_current()  # history before start-up is for catch-ups, not the room
     queue_options = {}
     if app.config["MESSAGE_QUEUE"]:
-        # Every server process delivers every event to its own clients through the queue; each
-        # delivery also wakes the view engine (the change log has the rows it needs).
-        def delivered(seq: int) -> None:
-            sent.delivered(seq)
+        # Every process's events reach every server through the queue, into its sequencer;
+        # each also wakes the view engine (the change log has the rows it needs).
+        def arrived(name: str, payload: dict) -> None:
+            sequencer.offer(name, payload)
             engine.wake()
 
-        queue_options["client_manager"] = tracking_redis_manager(
-            app.config["MESSAGE_QUEUE"], app.config["CHANNEL"], delivered
+        queue_options["client_manager"] = sequenced_redis_manager(
+            app.config["MESSAGE_QUEUE"], app.config["CHANNEL"], arrived
         )
     socketio = SocketIO(
         app,
@@ -71,10 +75,11 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         **queue_options,
     )
     socketio.on_namespace(namespace)
-    database.capture.publishers.append(QueuedEmitter(socketio, sent=sent))
+    queue = socketio if app.config["MESSAGE_QUEUE"] else None
+    database.capture.publishers.append(QueuedEmitter(SequencedEmitter(sequencer, queue)))
     database.capture.publishers.append(engine)  # wakes it: views follow this process's commits
     app.extensions[extension.KEY] = Userboard(
-        database=database, socketio=socketio, namespace=namespace, sent=sent,
+        database=database, socketio=socketio, namespace=namespace, sequencer=sequencer,
         login_throttle=LoginThrottle(), cursors=cursors, views=engine,
     )
 

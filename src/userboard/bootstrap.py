@@ -4,7 +4,8 @@ The server, the CLI and scripts all open the database here, so all of them captu
 same way. A script that changes users needs just::
 
     from userboard.bootstrap import open_database
-    db = open_database("sqlite:///userboard.db", message_queue="redis://127.0.0.1:6379/0")
+    db = open_database("sqlite:///userboard.db", message_queue="redis://127.0.0.1:6379/0",
+                       actor="nightly-import")
     with db.session() as session:
         ...  # change User rows, commit: events are published
     db.close()
@@ -12,12 +13,14 @@ same way. A script that changes users needs just::
 
 from __future__ import annotations
 
+import getpass
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from .capture import DEFAULT_RETENTION, ChangeCapture, install_capture
+from . import events as ev
+from .capture import ACTOR_KEY, DEFAULT_RETENTION, ChangeCapture, install_capture
 from .db import make_engine, make_session_factory
 from .publish import QueuedEmitter
 
@@ -44,10 +47,18 @@ def open_database(
     message_queue: str | None = None,
     retention: int = DEFAULT_RETENTION,
     channel: str = "userboard",
+    actor: dict | str | None = None,
 ) -> Database:
-    """Open `url` with change capture; publish through `message_queue` (write-only) if given."""
+    """Open `url` with change capture; publish through `message_queue` (write-only) if given.
+
+    `actor` says who the changes are by: a name (a script's, shown in every event and in the
+    history) or a whole `events.actor(...)`. By default, a script named after the program.
+    """
     engine = make_engine(url)
     sessions = make_session_factory(engine)
+    if actor is not None:
+        by = ev.actor("script", None, actor) if isinstance(actor, str) else actor
+        sessions.configure(info={ACTOR_KEY: by})
     capture = install_capture(sessions, retention=retention)
     emitter = None
     if message_queue:
@@ -63,3 +74,12 @@ def write_only_emitter(message_queue: str, channel: str = "userboard"):
     if message_queue.startswith(("redis://", "rediss://", "unix://")):
         return socketio.RedisManager(message_queue, channel=channel, write_only=True)
     return socketio.KombuManager(message_queue, channel=channel, write_only=True)
+
+
+def cli_actor() -> dict:
+    """Changes made with the `userboard` command are by the operating-system user who ran it."""
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        name = None
+    return ev.actor("cli", None, name)

@@ -37,10 +37,12 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cached_property
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Protocol
 
@@ -48,13 +50,14 @@ from sqlalchemy import bindparam, delete, event, insert, inspect, select, text, 
 from sqlalchemy.orm import Mapper, Session, SessionTransaction
 
 from . import events as ev
-from .changelog import ChangeLog, SeqCounter
+from .changelog import CaptureMarker, ChangeLog, SeqCounter
 from .db import UTCDateTime, utcnow
 
 log = logging.getLogger(__name__)
 
 STATE_KEY = "userboard.capture"
 LAST_SEQ_KEY = "userboard.last_commit_seq"
+ACTOR_KEY = "userboard.actor"
 DEFAULT_RETENTION = 10_000
 # Old change-log rows are trimmed when seq crosses a multiple of this (at most 100, or a tenth of
 # the retention), not on every commit.
@@ -178,9 +181,11 @@ class _Pending:
 
     def __init__(self) -> None:
         self.changes: dict[tuple[Tracked, Any], _Change] = {}
-        self.savepoints: dict[SessionTransaction, dict] = {}
+        self.savepoints: dict[SessionTransaction, tuple[dict, bool]] = {}
         self.before_flush: dict[int, dict] = {}
         self.prepared: list[ev.Event] = []
+        # The transaction wrote tracked rows: the database's triggers must leave them to us.
+        self.marked = False
 
     def observe(self, spec: Tracked, key: Any, change: _Change) -> None:
         merged = _merge(self.changes.pop((spec, key), None), change)
@@ -192,6 +197,7 @@ class _Pending:
         self.savepoints.clear()
         self.before_flush.clear()
         self.prepared = []
+        self.marked = False
 
 
 def _pending(session: Session) -> _Pending:
@@ -199,6 +205,20 @@ def _pending(session: Session) -> _Pending:
     if state is None:
         state = session.info[STATE_KEY] = _Pending()
     return state
+
+
+def _mark(session: Session, state: _Pending) -> None:
+    """Tell the database's triggers that this transaction's writes are logged by the capture.
+
+    SQLite: a row in capture_marker, before the first write (see userboard.triggers).
+    PostgreSQL needs nothing yet: its trigger runs at COMMIT and reads a flag set then.
+    """
+    if state.marked:
+        return
+    state.marked = True
+    connection = session.connection()
+    if connection.dialect.name == "sqlite":
+        connection.execute(insert(_marker).values(id=1).prefix_with("OR IGNORE"))
 
 
 def _is_real(spec: Tracked, change: _Change) -> bool:
@@ -225,21 +245,23 @@ def _row_before_flush(session: Session, spec: Tracked, obj) -> dict:
     return spec.serialize(SimpleNamespace(**values))
 
 
-def _build_events(changes: Iterable[tuple[Tracked, Any, _Change]], first_seq: int) -> list[ev.Event]:
+def _build_events(
+    changes: Iterable[tuple[Tracked, Any, _Change]], first_seq: int, by: dict
+) -> list[ev.Event]:
     built = []
     for spec, key, change in changes:
         seq = first_seq + len(built)
         if change.kind == ev.ADDED:
-            built.append(ev.added(spec.entity, seq, key, change.after))
+            built.append(ev.added(spec.entity, seq, key, change.after, by))
         elif change.kind == ev.DELETED:
-            built.append(ev.deleted(spec.entity, seq, key))
+            built.append(ev.deleted(spec.entity, seq, key, by))
         else:
             before, after = change.before, change.after
             quiet = (spec.key_attr, spec.version_attr)
             fields = [k for k in after if k not in quiet and before.get(k) != after[k]]
             built.append(ev.updated(
                 spec.entity, seq, key, change.version,
-                {k: after[k] for k in fields}, {k: before.get(k) for k in fields},
+                {k: after[k] for k in fields}, {k: before.get(k) for k in fields}, by,
             ))
     return built
 
@@ -248,6 +270,7 @@ def _build_events(changes: Iterable[tuple[Tracked, Any, _Change]], first_seq: in
 
 _counter = SeqCounter.__table__
 _change_log = ChangeLog.__table__
+_marker = CaptureMarker.__table__
 
 # Any database: claim `count` seqs (the row stays locked until COMMIT), then insert the log rows.
 _CLAIM_SEQS = (
@@ -257,10 +280,15 @@ _CLAIM_SEQS = (
     .returning(_counter.c.value)
 )
 
-# PostgreSQL: both in one round trip. The drafts carry seq 0; each row gets its real seq inside
-# the statement, and the statement answers with the first one.
+_FLAG_CAPTURED = text("SELECT set_config('userboard.captured', 'on', true)")
+
+# PostgreSQL: all in one round trip. The drafts carry seq 0; each row gets its real seq inside
+# the statement, which answers with the first one. It also flags the transaction as captured
+# (the triggers leave it alone) and wakes the servers listening (NOTIFY, sent at COMMIT).
 _CLAIM_AND_LOG_POSTGRESQL = text("""
-    WITH claimed AS (
+    WITH flagged AS (
+        SELECT set_config('userboard.captured', 'on', true)
+    ), claimed AS (
         UPDATE seq_counter SET value = value + :count WHERE id = 1
         RETURNING value - :count AS before
     ), logged AS (
@@ -271,8 +299,10 @@ _CLAIM_AND_LOG_POSTGRESQL = text("""
         FROM claimed, jsonb_to_recordset(CAST(:events AS jsonb))
              AS e(k int, event text, entity text, row_key text, payload jsonb, state jsonb)
         RETURNING seq
+    ), notified AS (
+        SELECT pg_notify('userboard', (SELECT max(seq) FROM logged)::text)
     )
-    SELECT min(seq) FROM logged
+    SELECT (SELECT min(seq) FROM logged), (SELECT count(*) FROM flagged), (SELECT count(*) FROM notified)
 """).bindparams(bindparam("now", type_=UTCDateTime()))
 
 
@@ -291,7 +321,7 @@ def _log_events(connection, drafts: list[ev.Event], states: list[dict]) -> int:
         return connection.execute(
             _CLAIM_AND_LOG_POSTGRESQL,
             {"count": len(drafts), "events": json.dumps(rows), "now": now},
-        ).scalar_one()
+        ).first()[0]
     first = connection.execute(_CLAIM_SEQS, {"count": len(drafts)}).scalar_one() - len(drafts) + 1
     connection.execute(insert(_change_log), [
         {"seq": first + k, "event": d.name, "entity": d.entity, "row_key": str(d.key),
@@ -299,6 +329,17 @@ def _log_events(connection, drafts: list[ev.Event], states: list[dict]) -> int:
         for k, (d, state) in enumerate(zip(drafts, states, strict=True))
     ])
     return first
+
+
+def _unmark(connection, logged: bool) -> None:
+    """Before COMMIT: SQLite's marker row goes; PostgreSQL's transaction says "captured".
+
+    When the capture logs events, PostgreSQL's flag is set by that same statement instead.
+    """
+    if connection.dialect.name == "sqlite":
+        connection.execute(delete(_marker))
+    elif not logged:
+        connection.execute(_FLAG_CAPTURED)
 
 
 # Everything the pytest plugin and scripts may want to watch, whatever session it came from.
@@ -344,6 +385,11 @@ class ChangeCapture:
 
     def _before_flush(self, session, _flush_context, _instances):
         state = _pending(session)
+        if not state.marked and any(
+            tracking(type(obj)) is not None
+            for obj in (*session.new, *session.dirty, *session.deleted)
+        ):
+            _mark(session, state)
         for obj in list(session.dirty) + list(session.deleted):
             spec = tracking(type(obj))
             if spec is not None and id(obj) not in state.before_flush and inspect(obj).has_identity:
@@ -374,6 +420,7 @@ class ChangeCapture:
         spec = None if mapper is None else tracking(mapper.class_)
         if spec is None:
             return None
+        _mark(orm_state.session, _pending(orm_state.session))
         if orm_state.is_insert:
             return self._bulk_insert(orm_state, spec)
         return self._bulk_change(orm_state, spec)
@@ -408,39 +455,35 @@ class ChangeCapture:
         if target is not None:
             query = query.where(target)
         connection = session.connection()
-        before = {}
-        for row in connection.execute(query):
-            view = spec.row_view(row._mapping)
-            before[spec.key_of(view)] = spec.serialize(view)
+        before = self._read(connection, spec, None, query)
         result = orm_state.invoke_statement()
         state = _pending(session)
         if orm_state.is_delete:
-            for row_key, row in before.items():
+            for row_key, (row, _version) in before.items():
                 state.observe(spec, row_key, _Change(ev.DELETED, row, None))
             return result
         after = self._read(connection, spec, key.in_(list(before)))
-        changed = [k for k in before if k in after and spec.differs(before[k], after[k][0])]
-        if changed and not by_primary_key and spec.version_attr is not None:
-            # A WHERE-form bulk UPDATE skips version_id_col (the by-primary-key form does not):
-            # bump it, so clients can tell row versions apart, and reload it in the session.
+        changed = [k for k in before if k in after and spec.differs(before[k][0], after[k][0])]
+        # A WHERE-form bulk UPDATE skips version_id_col (the by-primary-key form and a database
+        # trigger may not): move it where it did not move, so clients can tell versions apart.
+        unmoved = [k for k in changed if after[k][1] == before[k][1]]
+        if unmoved and spec.version_attr is not None:
             version = spec.mapper.version_id_col
-            bumped = update(table).where(key.in_(changed)).values({version: version + 1})
-            connection.execute(bumped)
-            after.update(self._read(connection, spec, key.in_(changed)))
-            for row_key in changed:
-                obj = session.identity_map.get(spec.mapper.identity_key_from_primary_key([row_key]))
-                if obj is not None:
-                    session.expire(obj)
+            connection.execute(update(table).where(key.in_(unmoved)).values({version: version + 1}))
+            after.update(self._read(connection, spec, key.in_(unmoved)))
         for row_key in changed:
+            obj = session.identity_map.get(spec.mapper.identity_key_from_primary_key([row_key]))
+            if obj is not None:
+                session.expire(obj)  # reload what the statement (or a trigger) wrote
             row, version = after[row_key]
-            state.observe(spec, row_key, _Change(ev.UPDATED, before[row_key], row, version))
+            state.observe(spec, row_key, _Change(ev.UPDATED, before[row_key][0], row, version))
         return result
 
     @staticmethod
-    def _read(connection, spec: Tracked, where) -> dict[Any, tuple[dict, int | None]]:
-        """Serialized rows and versions by key."""
+    def _read(connection, spec: Tracked, where, query=None) -> dict[Any, tuple[dict, int | None]]:
+        """Serialized rows and versions by key (of `query`, or of the rows `where` selects)."""
         found = {}
-        for row in connection.execute(select(spec.table).where(where)):
+        for row in connection.execute(query if query is not None else select(spec.table).where(where)):
             view = spec.row_view(row._mapping)
             found[spec.key_of(view)] = (spec.serialize(view), spec.version_of(view))
         return found
@@ -450,7 +493,8 @@ class ChangeCapture:
     def _after_transaction_create(self, session, transaction):
         if transaction.nested:
             state = _pending(session)
-            state.savepoints[transaction] = {k: replace(v) for k, v in state.changes.items()}
+            state.savepoints[transaction] = (
+                {k: replace(v) for k, v in state.changes.items()}, state.marked)
 
     def _before_commit(self, session):
         if session.in_nested_transaction():
@@ -458,13 +502,16 @@ class ChangeCapture:
         session.flush()  # capture what was changed right before commit() now, not after it
         state = _pending(session)
         changes = [(spec, key, c) for (spec, key), c in state.changes.items() if _is_real(spec, c)]
+        state.prepared = []
+        if state.marked:
+            _unmark(session.connection(), logged=bool(changes))
         if not changes:
-            state.prepared = []
             return
         connection = session.connection()
         states = [c.after if c.after is not None else c.before for _spec, _key, c in changes]
-        first = _log_events(connection, _build_events(changes, 0), states)
-        state.prepared = _build_events(changes, first)
+        by = actor_of(session)
+        first = _log_events(connection, _build_events(changes, 0, by), states)
+        state.prepared = _build_events(changes, first, by)
         last = first + len(changes) - 1
         every = max(1, min(PRUNE_EVERY, self.retention // 10))
         if last // every != (first - 1) // every:
@@ -488,8 +535,8 @@ class ChangeCapture:
             return
         if transaction.nested:
             snapshot = state.savepoints.pop(transaction, None)
-            if snapshot is not None:  # still there: the savepoint was rolled back
-                state.changes = snapshot
+            if snapshot is not None:  # still there: the savepoint was rolled back (and its marker)
+                state.changes, state.marked = snapshot
                 state.before_flush.clear()
         elif transaction.parent is None:
             state.reset()  # after a commit this is a no-op; after a rollback it drops everything
@@ -508,6 +555,25 @@ def install_capture(
 ) -> ChangeCapture:
     """Wire change capture onto a session factory; return it so publishers can be added."""
     return ChangeCapture([publisher] if publisher else [], retention).install(target)
+
+
+def set_actor(session: Session, kind: str, user_id: int | None, name: str | None) -> None:
+    """Say who makes the session's changes from now on (kept in `session.info`).
+
+    A session factory can carry a default: `sessionmaker(info={ACTOR_KEY: ev.actor(...)})`.
+    """
+    session.info[ACTOR_KEY] = ev.actor(kind, user_id, name)
+
+
+def program_actor() -> dict:
+    """A script, named after its program, when nobody said otherwise."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return ev.actor("script", None, name or "python")
+
+
+def actor_of(session: Session) -> dict:
+    """Who makes the session's changes (a script named after its program by default)."""
+    return session.info.get(ACTOR_KEY) or program_actor()
 
 
 def last_commit_seq(session: Session) -> int | None:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Index, Integer, String, event, insert
+from sqlalchemy import JSON, Index, Integer, String, event, insert, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .db import Base, UTCDateTime, utcnow
+from .db import Base, UTCDateTime, iso, utcnow
 
 
 class ChangeLog(Base):
@@ -45,7 +45,31 @@ class SeqCounter(Base):
     value: Mapped[int] = mapped_column(Integer, nullable=False)
 
 
+class CaptureMarker(Base):
+    """Holds a row only inside a capturing transaction on SQLite (see userboard.triggers).
+
+    SQLite runs one writer at a time, so no other connection ever sees that row; the users
+    table's triggers log a write only when there is none: the capture logs its own writes.
+    """
+
+    __tablename__ = "capture_marker"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+
+
 @event.listens_for(SeqCounter.__table__, "after_create")
 def _insert_counter_row(target, connection, **_kw):
     # create_all() (tests, scripts) gets the row too; the Alembic migration inserts it itself.
     connection.execute(insert(target).values(id=1, value=0))
+
+
+def history(session, entity: str, key) -> list[dict]:
+    """The retained events of one row, newest first: each event's payload (with its seq and
+    actor), its name under "event" and when it committed under "committed_at"."""
+    rows = session.execute(
+        select(ChangeLog.event, ChangeLog.committed_at, ChangeLog.payload)
+        .where(ChangeLog.entity == entity, ChangeLog.row_key == str(key))
+        .order_by(ChangeLog.seq.desc())
+    ).all()
+    return [{"event": row.event, "committed_at": iso(row.committed_at), **row.payload}
+            for row in rows]

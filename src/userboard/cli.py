@@ -32,11 +32,11 @@ def _settings() -> Settings:
 
 def _open_db(settings: Settings):
     """Migrate, then open the database with capture (and the queue, if configured)."""
-    from .bootstrap import open_database
+    from .bootstrap import cli_actor, open_database
 
     _migrate(settings.database_url)
     return open_database(settings.database_url, settings.message_queue,
-                         settings.change_log_size, settings.channel)
+                         settings.change_log_size, settings.channel, actor=cli_actor())
 
 
 def _migrate(url: str) -> None:

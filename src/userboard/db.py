@@ -48,6 +48,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def iso(value: datetime | None) -> str | None:
+    """ISO-8601 in UTC with a Z, the form every payload carries."""
+    if value is None:
+        return None
+    return value.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
 def make_engine(url: str, **kwargs) -> Engine:
     """Create an engine; for SQLite, make SAVEPOINT work and let readers run beside a writer."""
     engine = create_engine(url, **kwargs)

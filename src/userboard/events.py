@@ -4,10 +4,12 @@ A captured model has an entity name (`User` is "user"); its events are named aft
 payload is plain JSON-ready data built before the commit, so publishing after it never has to
 touch the database or the ORM.
 
-- `ENTITY_added`   {"seq": n, "ENTITY": ROW}
-- `ENTITY_updated` {"seq": n, "id": KEY, "version": V, "changes": {f: new}, "previous": {f: old}}
-                   ("version" only for models with a version column)
-- `ENTITY_deleted` {"seq": n, "id": KEY}
+- `ENTITY_added`   {"seq": n, "ENTITY": ROW, "actor": ACTOR}
+- `ENTITY_updated` {"seq": n, "id": KEY, "version": V, "changes": {f: new}, "previous": {f: old},
+                    "actor": ACTOR}  ("version" only for models with a version column)
+- `ENTITY_deleted` {"seq": n, "id": KEY, "actor": ACTOR}
+
+ACTOR is {"kind": K, "user_id": ID or null, "name": N}: who made the change.
 
 For users that is `user_added` {"seq", "user"}, `user_updated` and `user_deleted`, plus
 `users_snapshot` {"seq": S, "users": [USER, ...]} (sent to one client, never logged).
@@ -45,22 +47,27 @@ class Event:
         return self.data["seq"]
 
 
-def added(entity: str, seq: int, key: Any, row: dict) -> Event:
-    return Event(f"{entity}_{ADDED}", {"seq": seq, entity: row}, entity, key)
+def actor(kind: str, user_id: int | None, name: str | None) -> dict:
+    """Who made a change: kind session | token | cli | script | external."""
+    return {"kind": kind, "user_id": user_id, "name": name}
+
+
+def added(entity: str, seq: int, key: Any, row: dict, by: dict) -> Event:
+    return Event(f"{entity}_{ADDED}", {"seq": seq, entity: row, "actor": by}, entity, key)
 
 
 def updated(
-    entity: str, seq: int, key: Any, version: int | None, changes: dict, previous: dict
+    entity: str, seq: int, key: Any, version: int | None, changes: dict, previous: dict, by: dict
 ) -> Event:
     data: dict = {"seq": seq, "id": key}
     if version is not None:
         data["version"] = version
-    data.update(changes=changes, previous=previous)
+    data.update(changes=changes, previous=previous, actor=by)
     return Event(f"{entity}_{UPDATED}", data, entity, key)
 
 
-def deleted(entity: str, seq: int, key: Any) -> Event:
-    return Event(f"{entity}_{DELETED}", {"seq": seq, "id": key}, entity, key)
+def deleted(entity: str, seq: int, key: Any, by: dict) -> Event:
+    return Event(f"{entity}_{DELETED}", {"seq": seq, "id": key, "actor": by}, entity, key)
 
 
 def with_seq(event: Event, seq: int) -> Event:

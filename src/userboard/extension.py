@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .auth import LoginThrottle
     from .bootstrap import Database
     from .realtime import UsersNamespace
-    from .relay import SentSeqs
+    from .relay import Sequencer
     from .viewengine import ViewEngine
     from .views import Cursors
 
@@ -33,7 +33,7 @@ class Userboard:
     database: Database
     socketio: SocketIO
     namespace: UsersNamespace
-    sent: SentSeqs
+    sequencer: Sequencer
     login_throttle: LoginThrottle
     cursors: Cursors
     views: ViewEngine

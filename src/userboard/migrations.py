@@ -47,6 +47,10 @@ def upgrade(url: str) -> None:
     engine = make_engine(url)
     try:
         with engine.connect() as connection:
+            if engine.dialect.name == "sqlite":
+                # Outside any transaction (where SQLite ignores it): a migration may rebuild a
+                # table, and dropping the old one must not cascade to the rows referencing it.
+                connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
             if engine.dialect.name == "postgresql":
                 connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
                 connection.commit()

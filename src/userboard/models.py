@@ -15,7 +15,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from .capture import tracked
 from .changelog import ChangeLog, SeqCounter  # noqa: F401  (one import gives Base.metadata the whole schema)
-from .db import Base, UTCDateTime, utcnow
+from .db import Base, UTCDateTime, iso, utcnow
 from .fields import EMAIL, ROLE, STATUS, USERNAME
 
 ROLES = ("admin", "user")
@@ -23,13 +23,6 @@ STATUSES = ("active", "disabled")
 
 # Fields whose change is an event. `version` and `updated_at` follow any of them.
 DATA_FIELDS = ("username", "email", "role", "status")
-
-
-def iso(value: datetime | None) -> str | None:
-    """ISO-8601 in UTC with a Z, the form every payload carries."""
-    if value is None:
-        return None
-    return value.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def user_dict(row: Any) -> dict:

@@ -7,7 +7,7 @@ not written here: they come from the rules in fields.py, which users.py enforces
 
 from __future__ import annotations
 
-from . import fields
+from . import fields, users, views
 from .fields import ROLES, STATUSES
 
 
@@ -86,6 +86,52 @@ SEQ_USER = {"type": "object", "required": ["seq", "user"], "additionalProperties
                            "user": {"$ref": "#/components/schemas/User"}}}
 
 
+def _query(name: str, schema: dict, description: str) -> dict:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
+CURSOR = {"type": ["string", "null"]}
+VIEW_PARAMETERS = [
+    _query("q", {"type": "string", "maxLength": views.Q_MAX, "pattern": "^[^\\x00-\\x1f\\x7f]*$"},
+           "case-insensitive substring of username or email"),
+    _query("role", {"enum": ["", *ROLES]}, "only this role (empty: any)"),
+    _query("status", {"enum": ["", *STATUSES]}, "only this status (empty: any)"),
+    _query("sort", {"enum": ["", *views.SORTS]}, "sort field (id breaks ties); default id"),
+    _query("order", {"enum": ["", *views.ORDERS]}, "default asc"),
+]
+LIMIT = _query("limit", {"type": "integer", "minimum": 1, "maximum": views.LIMIT_MAX},
+               f"page size; without it up to {views.API_LIMIT} users")
+AFTER = _query("after", {"type": "string"}, "a cursor from next or prev of an earlier answer")
+PAGE = {
+    "type": "object", "required": ["seq", "users", "total", "next", "prev"],
+    "additionalProperties": False,
+    "properties": {"seq": {"type": "integer", "minimum": 0},
+                   "users": {"type": "array", "items": {"$ref": "#/components/schemas/User"}},
+                   "total": {"type": "integer", "minimum": 0},
+                   "next": CURSOR, "prev": CURSOR},
+}
+ACTOR = {
+    "type": "object", "required": ["kind", "user_id", "name"], "additionalProperties": False,
+    "properties": {"kind": {"enum": ["session", "token", "cli", "script", "external"]},
+                   "user_id": {"type": ["integer", "null"]},
+                   "name": {"type": ["string", "null"]}},
+}
+HISTORY_EVENT = {
+    "type": "object", "required": ["seq", "event", "actor", "committed_at"],
+    "properties": {"seq": {"type": "integer", "minimum": 1},
+                   "event": {"enum": ["user_added", "user_updated", "user_deleted"]},
+                   "actor": ACTOR,
+                   "committed_at": {"type": "string", "format": "date-time"}},
+}
+BULK = {
+    "type": "object", "required": ["action", "ids"], "additionalProperties": False,
+    "properties": {"action": {"enum": list(users.BULK_ACTIONS)},
+                   "ids": {"type": "array", "minItems": 1, "maxItems": users.BULK_MAX,
+                           "items": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}}},
+}
+
+
 def spec() -> dict:
     return {
         "openapi": "3.1.0",
@@ -127,14 +173,12 @@ def spec() -> dict:
             "/api/users": {
                 "get": {
                     "operationId": "listUsers",
-                    "summary": "All users, ordered by id, and the seq they reflect",
+                    "summary": "One page of a view (search, filters, sort, keyset cursor), its "
+                               "total and the seq it reflects",
+                    "parameters": VIEW_PARAMETERS + [LIMIT, AFTER],
                     "responses": {
-                        "200": _ok("the users", {
-                            "type": "object", "required": ["seq", "users"],
-                            "additionalProperties": False,
-                            "properties": {"seq": {"type": "integer", "minimum": 0},
-                                           "users": {"type": "array",
-                                                     "items": {"$ref": "#/components/schemas/User"}}}}),
+                        "200": _ok("the page", PAGE),
+                        "400": _error("a bad view parameter (named under fields)"),
                         "401": ERRORS["401"],
                     },
                 },
@@ -148,6 +192,52 @@ def spec() -> dict:
                         **ERRORS,
                         "409": _error("username or email already in use"),
                         "422": _error("a field breaks a rule (messages under fields)"),
+                    },
+                },
+            },
+            "/api/users.csv": {
+                "get": {
+                    "operationId": "exportUsers",
+                    "summary": "Every user of a view as CSV (formula-like cells neutralised)",
+                    "parameters": VIEW_PARAMETERS,
+                    "responses": {
+                        "200": {"description": "CSV with a header row",
+                                "content": {"text/csv": {"schema": {"type": "string"}}}},
+                        "400": _error("a bad view parameter"),
+                        "401": ERRORS["401"],
+                    },
+                },
+            },
+            "/api/users/bulk": {
+                "post": {
+                    "operationId": "bulkUpdateUsers",
+                    "summary": "One action on up to 1,000 users, in one transaction",
+                    "requestBody": {"required": True, "content": {"application/json": {
+                        "schema": BULK}}},
+                    "responses": {
+                        "200": _ok("done; seq is the last event's", {
+                            "type": "object", "required": ["seq", "changed"],
+                            "additionalProperties": False,
+                            "properties": {"seq": {"type": "integer", "minimum": 0},
+                                           "changed": {"type": "array",
+                                                       "items": {"type": "integer"}}}}),
+                        **ERRORS,
+                        "404": _error("an unknown id (nothing changed)"),
+                        "409": _error("the batch would leave no active admin"),
+                    },
+                },
+            },
+            "/api/users/{user_id}/history": {
+                "parameters": [USER_ID],
+                "get": {
+                    "operationId": "userHistory",
+                    "summary": "The user's retained events, newest first, with who made each",
+                    "responses": {
+                        "200": _ok("the events", {
+                            "type": "object", "required": ["events"], "additionalProperties": False,
+                            "properties": {"events": {"type": "array", "items": HISTORY_EVENT}}}),
+                        "401": ERRORS["401"],
+                        "404": _error("no such user, and no retained events of one"),
                     },
                 },
             },

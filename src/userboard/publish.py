@@ -26,9 +26,8 @@ class QueuedEmitter:
     and logged; clients notice the gap by seq and resync from the change log.
     """
 
-    def __init__(self, emitter, maxsize: int = 10_000, sent=None):
+    def __init__(self, emitter, maxsize: int = 10_000):
         self.emitter = emitter
-        self.sent = sent  # a relay.SentSeqs: told what is queued here, and what failed
         self._queue: queue.Queue = queue.Queue(maxsize)
         self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -40,9 +39,6 @@ class QueuedEmitter:
                 self._queue.put_nowait(item)
             except queue.Full:
                 log.warning("publish queue full; dropped event seq=%s", item.seq)
-                continue
-            if self.sent is not None:
-                self.sent.mark(item.seq)
         # No yield here: under gevent the worker runs once the caller's request has answered.
         # Yielding would send about 0.3 ms sooner to one client, but make every write's HTTP
         # answer wait for the whole broadcast (measured: fan-out at 1,000 clients halved).
@@ -61,12 +57,9 @@ class QueuedEmitter:
             item = self._queue.get()
             try:
                 self.emitter.emit(item.name, item.data, namespace=NAMESPACE, room=ROOM)
-                if self.sent is not None:
-                    self.sent.delivered(item.seq)
-            except Exception:
-                log.exception("emit of seq=%s failed; the relay will resend it", item.seq)
-                if self.sent is not None:
-                    self.sent.retry(item.seq)
+            except Exception:  # the servers' relays read it from the change log instead
+                log.exception("emit of seq=%s failed; servers will relay it from the change log",
+                              item.seq)
             finally:
                 self._queue.task_done()
 
@@ -98,22 +91,23 @@ class EventRecorder:
             self.events.clear()
 
 
-def tracking_redis_manager(url: str, channel: str, on_delivered):
-    """A Socket.IO Redis manager that reports the seq of each event it delivers locally.
+def sequenced_redis_manager(url: str, channel: str, offer):
+    """A Socket.IO Redis manager that hands this namespace's events to `offer(name, payload)`.
 
-    Whether an event was published here or came from another process through the queue,
-    python-socketio delivers it to local clients in `_handle_emit`; telling the server which
-    seqs went out lets its change-log relay skip them and its heartbeat say the truth.
+    Whether an event was published here or by another process, python-socketio would deliver
+    it to local clients in `_handle_emit`, in whatever order the queue brings it; the server's
+    sequencer (relay.Sequencer) delivers it instead, in seq order, exactly once.
     """
     import socketio
 
-    class TrackingRedisManager(socketio.RedisManager):
+    class SequencedRedisManager(socketio.RedisManager):
         def _handle_emit(self, message):
+            data = message.get("data")
+            payload = data[0] if isinstance(data, list) and data else data
+            if (message.get("namespace") == NAMESPACE and message.get("room") == ROOM
+                    and isinstance(payload, dict) and isinstance(payload.get("seq"), int)):
+                offer(message.get("event"), payload)
+                return
             super()._handle_emit(message)
-            if message.get("namespace") == NAMESPACE and message.get("room") == ROOM:
-                data = message.get("data")
-                payload = data[0] if isinstance(data, list) and data else data
-                if isinstance(payload, dict) and isinstance(payload.get("seq"), int):
-                    on_delivered(payload["seq"])
 
-    return TrackingRedisManager(url, channel=channel)
+    return SequencedRedisManager(url, channel=channel)

@@ -13,7 +13,7 @@ import logging
 import time
 
 from flask import request, session
-from flask_socketio import ConnectionRefusedError, Namespace, join_room, leave_room
+from flask_socketio import ConnectionRefusedError, Namespace, leave_room
 from sqlalchemy import select
 
 from . import auth, views
@@ -23,7 +23,9 @@ from .db import read_snapshot
 from .events import NAMESPACE, ROOM, USERS_SNAPSHOT
 from .extension import app_state, get_db
 from .models import User, user_dict
+from .relay import Sequencer
 from .users import UserError
+from .viewengine import ViewEngine
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +83,10 @@ def socket_admin(db, auth_payload) -> tuple[User, auth.Principal] | None:
 class UsersNamespace(Namespace):
     """Live user events for logged-in active admins and token holders."""
 
-    def __init__(self):
+    def __init__(self, engine: ViewEngine, sequencer: Sequencer):
         super().__init__(NAMESPACE)
+        self.views = engine  # the live views of this process's sockets
+        self.sequencer = sequencer  # whole-table events, in order, to this process's room
         self.clients: dict[str, auth.Principal] = {}  # this process's sockets
         self._budget: dict[str, tuple[float, float]] = {}  # sid -> (tokens, when)
 
@@ -106,6 +110,10 @@ class UsersNamespace(Namespace):
         self._budget[sid] = (tokens - 1, now)
         return True
 
+    def enter(self, sid: str) -> None:
+        """Put a socket into the whole-table room (the sequencer decides when)."""
+        self.socketio.server.enter_room(sid, ROOM, namespace=NAMESPACE)
+
     def emit_local(self, name: str, payload: dict, to: str = ROOM) -> None:
         """Send to this process's own clients in `to`, never through the message queue.
 
@@ -128,35 +136,34 @@ class UsersNamespace(Namespace):
         found = socket_admin(get_db(), auth_payload)
         if found is None:
             log.info("refused socket from %s: not authenticated", request.remote_addr)
-            raise ConnectionRefusedError({"code": "unauthorized"})
+            raise ConnectionRefusedError("unauthorized", {"code": "unauthorized", "fields": {}})
         user, principal = found
         if isinstance(auth_payload, dict) and auth_payload.get("view") is not None:
             try:
                 view = views.parse_view(auth_payload["view"], app_state().cursors)
             except UserError as exc:
-                raise ConnectionRefusedError(_refusal(exc)) from None
+                raise ConnectionRefusedError(exc.message, _refusal(exc)["error"]) from None
             self.clients[request.sid] = principal
-            app_state().views.subscribe(get_db(), request.sid, view)
+            self.views.subscribe(get_db(), request.sid, view)
             log.info("socket %s connected for user %s (%s) with a view", request.sid, user.id,
                      principal.kind)
             return
         since = auth_payload.get("since") if isinstance(auth_payload, dict) else None
         events, latest = catch_up(get_db(), since)
-        # From here on nothing yields: the client joins the room and gets its catch-up before
-        # any live event can be queued for it.
         sid = request.sid
         self.clients[sid] = principal
-        join_room(ROOM)
         self._send_all(sid, events)
-        sent = app_state().sent.last_delivered
-        self.emit_local(HEARTBEAT, {"seq": max(latest, sent)}, to=sid)
+        # Into the room at the seq the catch-up reached: no event twice, none missing.
+        self.sequencer.admit(sid, latest)
+        self.emit_local(HEARTBEAT, {"seq": max(latest, self.sequencer.delivered)}, to=sid)
         log.info("socket %s connected for user %s (%s)", sid, user.id, principal.kind)
 
     def on_disconnect(self, reason=None):
         """The client went away (or was cut off)."""
         self.clients.pop(request.sid, None)
         self._budget.pop(request.sid, None)
-        app_state().views.unsubscribe(request.sid)
+        self.views.unsubscribe(request.sid)
+        self.sequencer.forget(request.sid)
 
     def on_watch(self, data=None):
         """A client subscribes to a view, or changes it: a fresh `users_view`, then the ack.
@@ -170,7 +177,8 @@ class UsersNamespace(Namespace):
         except UserError as exc:
             return _refusal(exc)
         leave_room(ROOM)
-        subscription = app_state().views.subscribe(get_db(), request.sid, view)
+        self.sequencer.forget(request.sid)
+        subscription = self.views.subscribe(get_db(), request.sid, view)
         return {"view": subscription.number, "seq": subscription.seq}
 
     def on_resync(self, data=None):
@@ -180,7 +188,7 @@ class UsersNamespace(Namespace):
         """
         if request.sid not in self.clients:
             return {"error": "not connected"}
-        engine = app_state().views
+        engine = self.views
         if engine.holds(request.sid):
             subscription = engine.resend(get_db(), request.sid)
             return {"view": subscription.number, "seq": subscription.seq}
@@ -193,7 +201,7 @@ class UsersNamespace(Namespace):
 
     def cut(self, sid: str) -> None:
         self.clients.pop(sid, None)
-        app_state().views.unsubscribe(sid)
+        self.views.unsubscribe(sid)
         self.socketio.server.disconnect(sid, namespace=NAMESPACE, ignore_queue=True)
 
     def cut_principal(self, principal: auth.Principal) -> None:

@@ -1,15 +1,26 @@
-"""The server's change-log relay: deliver events committed by other processes. Imports no Flask.
+"""In-order delivery: each socket of this process gets every event once, in seq order. No Flask.
 
-A CLI job or script without a message queue cannot reach the server's sockets, and a publish can
-be lost (a Redis outage). The change log has every event, so the server polls it: on each tick of
-its background loop (server.TICK) it reads the rows after the highest seq it knows was sent in
-order, and emits those it has not sent itself, to its own clients only.
+Events reach a server process on several paths: its own commits (from the capture's publisher),
+other processes' commits through the message queue, and the change log, read by `Sequencer.relay`
+after a NOTIFY (PostgreSQL), on a short wait after a gap, and on every tick of the server's
+loop. Every path hands events to one `Sequencer`, which sends them to the whole-table room in
+strictly increasing seq order without gaps, each exactly once: an event that arrives early waits
+for the missing ones (at most `gap_wait` seconds before the change log is read for them), and an
+event at or below what was sent is dropped. So the simplest client, one that just applies
+`user_*` events as they come, is a correct one.
+
+A socket joining the room is admitted at the seq its catch-up reached (`admit`): if the room is
+behind, it joins when the room gets there; if ahead, it is sent what it missed first.
+If the change log no longer holds a missing event (pruned), the sequencer moves past it; clients
+then see the gap and resync, as the protocol says.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 
 from sqlalchemy import select
 
@@ -18,140 +29,188 @@ from .changelog import ChangeLog
 
 log = logging.getLogger(__name__)
 
+# Change-log rows read per query while catching up.
 BATCH = 1000
+# How long an early event waits for the ones before it before the change log is asked.
+GAP_WAIT = 0.05
 
 
-class SentSeqs:
-    """Which seqs this process has taken care of: all up to `floor`, plus a few beyond it.
+class Sequencer:
+    """Whole-table delivery for one process: ordered, gap-free, exactly once per socket."""
 
-    A seq counts from the moment it is queued for sending here, so the relay never sends a
-    second copy of an event that is merely waiting in a busy emitter's queue. If that send then
-    fails, `retry()` hands the seq back to the relay.
-
-    The emitter's worker, the queue's listener, the relay and the heartbeat all touch it from
-    their own greenlets or threads: every read and write takes the lock.
-    """
-
-    def __init__(self, floor: int = 0):
-        self._floor = floor
-        self._last_delivered = floor
-        self._above: set[int] = set()
-        self._retries: set[int] = set()
-        self._lock = threading.Lock()
-
-    @property
-    def floor(self) -> int:
-        """Every seq up to this one is taken care of."""
-        with self._lock:
-            return self._floor
-
-    @property
-    def last_delivered(self) -> int:
-        """The highest seq actually sent to this process's clients."""
-        with self._lock:
-            return self._last_delivered
-
-    @property
-    def retries(self) -> frozenset[int]:
-        """Seqs whose send failed here: the relay sends them from the change log."""
-        with self._lock:
-            return frozenset(self._retries)
-
-    def delivered(self, seq: int) -> None:
-        """The event went out to this process's clients (the heartbeat reports these)."""
-        with self._lock:
-            self._mark(seq)
-            self._last_delivered = max(self._last_delivered, seq)
-
-    def retry(self, seq: int) -> None:
-        with self._lock:
-            self._retries.add(seq)
-
-    def mark(self, seq: int) -> None:
-        with self._lock:
-            self._mark(seq)
-
-    def skip_to(self, seq: int) -> None:
-        """Treat everything up to `seq` as sent (history before start, or pruned rows)."""
-        with self._lock:
-            if seq > self._floor:
-                self._floor = seq
-                self._last_delivered = max(self._last_delivered, seq)
-                self._above = {s for s in self._above if s > seq}
-            self._advance()
-
-    def _mark(self, seq: int) -> None:
-        """Count `seq` as taken care of (lock held)."""
-        self._retries.discard(seq)
-        if seq > self._floor:
-            self._above.add(seq)
-        self._advance()
-
-    def _advance(self) -> None:
-        """Move the floor over every seq now contiguous with it (lock held)."""
-        while self._floor + 1 in self._above:
-            self._floor += 1
-            self._above.discard(self._floor)
-
-    def __contains__(self, seq: int) -> bool:
-        with self._lock:
-            if seq in self._retries:
-                return False
-            return seq <= self._floor or seq in self._above
-
-
-class ChangeLogRelay:
-    """Poll the change log and emit what this process has not sent."""
-
-    def __init__(self, sessions, emit, sent: SentSeqs, grace: bool = True):
+    def __init__(self, sessions, emit: Callable[..., None], enter: Callable[[str], None],
+                 gap_wait: float = GAP_WAIT):
         self.sessions = sessions
-        self.emit = emit  # emit(name, payload): to this process's own clients only
-        self.sent = sent
-        # With grace, a row is relayed only when it was still unsent at the previous poll too:
-        # the message queue or our own publisher normally delivers it first, and the relay
-        # then stays silent instead of sending a duplicate.
-        self.grace = grace
-        self._missing: set[int] = set()
+        self.emit = emit  # emit(name, payload, to=ROOM or a sid): this process's sockets only
+        self.enter = enter  # enter(sid): put a socket into the room
+        self.gap_wait = gap_wait
+        self._delivered = 0
+        self._pending: dict[int, tuple[str, dict]] = {}
+        self._waiting: dict[str, int] = {}  # sid -> the seq after which it joins the room
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+
+    @property
+    def delivered(self) -> int:
+        """The last seq sent to the room (every one before it was sent too)."""
+        with self._lock:
+            return self._delivered
+
+    def start_at(self, seq: int) -> None:
+        """Deliver what comes after `seq` (the history before start-up is not re-sent)."""
+        with self._lock:
+            self._delivered = max(self._delivered, seq)
+            self._pending = {s: e for s, e in self._pending.items() if s > seq}
 
     def start_at_current(self) -> None:
         with self.sessions() as session:
-            self.sent.skip_to(current_seq(session))
+            self.start_at(current_seq(session))
 
-    def poll_once(self) -> int:
-        """Emit unsent events from the change log; return how many were emitted."""
-        emitted = 0
-        with self.sessions() as session:
-            latest = current_seq(session)
-            floor, retries = self.sent.floor, sorted(self.sent.retries)
-            if latest <= floor and not retries:
-                return 0
-            rows = session.execute(
-                select(ChangeLog.seq, ChangeLog.event, ChangeLog.payload)
-                .where(ChangeLog.seq > floor, ChangeLog.seq <= latest)
-                .order_by(ChangeLog.seq)
-                .limit(BATCH)
-            ).all()
-            if retries:  # sends that failed here, below the floor: the log still has them
+    # -- every path ends here ---------------------------------------------------------------
+
+    def offer(self, name: str, payload: dict) -> None:
+        """An event from any path; sent now if it is next, else kept until the gap is filled."""
+        seq = payload.get("seq")
+        if not isinstance(seq, int):
+            return
+        with self._lock:
+            if seq <= self._delivered or seq in self._pending:
+                return
+            self._pending[seq] = (name, payload)
+            self._drain()
+            gap = bool(self._pending)
+        if gap:
+            self._wake.set()
+
+    def _drain(self) -> None:
+        """Send every pending event that is next in line (lock held: sends stay in order)."""
+        while self._delivered + 1 in self._pending:
+            name, payload = self._pending.pop(self._delivered + 1)
+            self.emit(name, payload)
+            self._delivered += 1
+            self._admit_waiting()
+
+    def _skip_to(self, seq: int) -> None:
+        """Move past seqs the change log no longer has (lock held)."""
+        if seq > self._delivered:
+            log.warning("events %d-%d are no longer in the change log; clients will resync",
+                        self._delivered + 1, seq)
+            self._delivered = seq
+            self._admit_waiting()
+            self._drain()
+
+    # -- sockets joining ----------------------------------------------------------------------
+
+    def admit(self, sid: str, caught_up_to: int) -> None:
+        """Put a socket that holds everything up to `caught_up_to` into the room, in order."""
+        last = caught_up_to
+        while True:
+            with self._lock:
+                if self._delivered == last:
+                    self.enter(sid)
+                    return
+                if self._delivered < last:  # the room is behind this socket: join it later
+                    self._waiting[sid] = last
+                    return
+                upto = self._delivered
+            for name, payload in self._read(last, upto):  # what the room sent meanwhile
+                self.emit(name, payload, to=sid)
+            last = upto
+
+    def forget(self, sid: str) -> None:
+        with self._lock:
+            self._waiting.pop(sid, None)
+
+    def _admit_waiting(self) -> None:
+        for sid, last in list(self._waiting.items()):
+            if last <= self._delivered:
+                del self._waiting[sid]
+                self.enter(sid)
+
+    # -- the change log -----------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Something committed elsewhere (a NOTIFY): read the change log soon."""
+        self._wake.set()
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until woken or `timeout`; a gap gets `gap_wait` for its push to arrive."""
+        if self._wake.wait(timeout):
+            self._wake.clear()
+            with self._lock:
+                gap = bool(self._pending)
+            if gap:
+                time.sleep(self.gap_wait)
+
+    def relay(self) -> int:
+        """Deliver, from the change log, every committed event not sent yet; return how many."""
+        sent = 0
+        while True:
+            with self.sessions() as session:
+                latest = current_seq(session)
+                start = self.delivered
+                if latest <= start:
+                    return sent
                 rows = session.execute(
                     select(ChangeLog.seq, ChangeLog.event, ChangeLog.payload)
-                    .where(ChangeLog.seq.in_(retries[:BATCH]))
-                    .order_by(ChangeLog.seq)
-                ).all() + rows
-        floor = self.sent.floor  # it may have moved while we read
-        ahead = [row for row in rows if row.seq > floor]
-        if ahead and ahead[0].seq > floor + 1:
-            # Committed (seq <= latest) yet not in the log: pruned before we got to them.
-            self.sent.skip_to(ahead[0].seq - 1)
-        missing, waiting = set(), False
-        for row in rows:
-            if row.seq in self.sent:
-                continue
-            if waiting or (self.grace and row.seq not in self._missing):
-                missing.add(row.seq)  # next time; and nothing is sent past a waiting row
-                waiting = True
-                continue
-            self.emit(row.event, row.payload)
-            self.sent.delivered(row.seq)
-            emitted += 1
-        self._missing = missing
-        return emitted
+                    .where(ChangeLog.seq > start, ChangeLog.seq <= latest)
+                    .order_by(ChangeLog.seq).limit(BATCH)
+                ).all()
+            with self._lock:
+                if rows and rows[0].seq > self._delivered + 1:
+                    self._skip_to(rows[0].seq - 1)  # pruned before we got to them
+                elif not rows:
+                    self._skip_to(latest)
+                for row in rows:
+                    if row.seq > self._delivered:
+                        self._pending.setdefault(row.seq, (row.event, row.payload))
+                before = self._delivered
+                self._drain()
+                sent += self._delivered - before
+            if len(rows) < BATCH:
+                return sent
+            time.sleep(0)  # a long backlog: let sockets and requests run between batches
+
+    def _read(self, after: int, upto: int) -> list[tuple[str, dict]]:
+        with self.sessions() as session:
+            rows = session.execute(
+                select(ChangeLog.event, ChangeLog.payload)
+                .where(ChangeLog.seq > after, ChangeLog.seq <= upto)
+                .order_by(ChangeLog.seq)
+            ).all()
+        return [(row.event, row.payload) for row in rows]
+
+
+class SequencedEmitter:
+    """The server's own publisher target: local sockets through the sequencer, and, with a
+    message queue, the other server processes through the queue (ours gets it back and drops
+    it: the sequencer has it already)."""
+
+    def __init__(self, sequencer: Sequencer, queue=None):
+        self.sequencer = sequencer
+        self.queue = queue  # a Flask-SocketIO server on a message queue, or None
+
+    def emit(self, name, data, namespace=None, room=None):
+        self.sequencer.offer(name, data)
+        if self.queue is not None:
+            self.queue.emit(name, data, namespace=namespace, to=room)
+
+
+def listen_for_commits(url, wake: Callable[[], None], retry: float = 1.0) -> None:
+    """PostgreSQL: call `wake()` on every NOTIFY of a commit (the triggers' and the capture's),
+    forever, reconnecting after errors. Runs in its own greenlet."""
+    import psycopg
+
+    from .triggers import NOTIFY_CHANNEL
+
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    while True:
+        try:
+            with psycopg.connect(dsn, autocommit=True) as connection:
+                connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                wake()  # whatever committed while we were not listening
+                for _notify in connection.notifies():
+                    wake()
+        except Exception as exc:
+            log.warning("listening for commits failed (%s); retrying", type(exc).__name__)
+        time.sleep(retry)

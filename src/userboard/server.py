@@ -18,10 +18,12 @@ from sqlalchemy import func, select
 
 from . import users
 from .app import create_app
+from .bootstrap import cli_actor
+from .capture import set_actor
 from .config import Settings
 from .extension import app_state
 from .models import User
-from .relay import ChangeLogRelay
+from .relay import listen_for_commits
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ def ensure_first_admin(app) -> str | None:
         if session.scalar(select(func.count()).select_from(User)):
             return None
         password = secrets.token_urlsafe(12)
+        set_actor(session, **cli_actor())  # `userboard serve`, run by this operating-system user
         users.create_user(
             session,
             {"username": "admin", "email": "admin@example.com", "role": "admin",
@@ -60,11 +63,18 @@ HEARTBEAT_EVERY = 4  # ticks: the latest seq goes to every client every 2 s
 
 
 def background_loop(app) -> None:
-    """Relay other processes' events, cut sockets whose credential ended, send heartbeats;
-    and run the view engine in its own greenlet (a pass after each commit, at least every tick)."""
+    """Start the server's greenlets: the sequencer's change-log relay (woken by NOTIFY on
+    PostgreSQL, by gaps, and every tick), the view engine, and a loop that cuts sockets whose
+    credential ended and sends heartbeats."""
     state = app_state(app)
-    relay = ChangeLogRelay(state.database.sessions, state.namespace.emit_local, state.sent)
-    relay.start_at_current()
+
+    def relay():
+        while True:
+            state.sequencer.wait(TICK)
+            try:
+                state.sequencer.relay()
+            except Exception:  # a database hiccup must not end the loop
+                log.exception("change-log relay failed; retrying")
 
     def run():
         ticks = 0
@@ -72,17 +82,23 @@ def background_loop(app) -> None:
             gevent.sleep(TICK)
             ticks += 1
             try:
-                relay.poll_once()
                 with state.database.session() as db:
                     state.namespace.revalidate(db)
                 if ticks % HEARTBEAT_EVERY == 0:
-                    state.namespace.heartbeat(state.sent.last_delivered)
+                    state.namespace.heartbeat(state.sequencer.delivered)
                     state.views.heartbeat()
             except Exception:  # a database hiccup must not end the loop
                 log.exception("background loop failed; retrying")
 
+    def wake_all():
+        state.sequencer.wake()
+        state.views.wake()
+
+    state.socketio.start_background_task(relay)
     state.socketio.start_background_task(run)
     state.socketio.start_background_task(state.views.run, TICK)
+    if state.database.engine.dialect.name == "postgresql":
+        state.socketio.start_background_task(listen_for_commits, state.database.engine.url, wake_all)
 
 
 def run_server(settings: Settings, host: str, port: int) -> None:

@@ -282,8 +282,10 @@ def bulk_update(session: Session, action, ids) -> list[int]:
     All or nothing: an unknown id, or a batch that would leave no active admin, changes nothing.
     Each changed row is one event, with consecutive seqs (one commit).
     """
-    if action not in BULK_ACTIONS:
+    if not isinstance(action, str) or action not in BULK_ACTIONS:
         raise BadRequest("unknown action", {"action": "must be one of " + ", ".join(BULK_ACTIONS)})
+    if isinstance(ids, list):  # JSON has one number type: 7.0 is the integer 7
+        ids = [int(i) if isinstance(i, float) and i.is_integer() else i for i in ids]
     if (not isinstance(ids, list) or not ids or len(ids) > BULK_MAX
             or any(not isinstance(i, int) or isinstance(i, bool) for i in ids)):
         raise BadRequest(f"ids must be a list of 1-{BULK_MAX} user ids",

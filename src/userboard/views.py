@@ -140,10 +140,11 @@ def parse_view(params: Mapping[str, Any], cursors: Cursors, default_limit: int =
     if order not in ORDERS:
         raise _bad("order", "must be asc or desc")
     limit = default_limit
-    if values["limit"] is not None:
-        if not re.fullmatch(r"[0-9]{1,4}", values["limit"]) or not 1 <= int(values["limit"]) <= LIMIT_MAX:
+    if params.get("limit") is not None:
+        given = str(params["limit"])
+        if not re.fullmatch(r"[0-9]{1,4}", given) or not 1 <= int(given) <= LIMIT_MAX:
             raise _bad("limit", f"must be a whole number from 1 to {LIMIT_MAX}")
-        limit = int(values["limit"])
+        limit = int(given)
     view = View(q=q, role=role, status=status, sort=sort, order=order, limit=limit)
     if values["after"] is None:
         return view

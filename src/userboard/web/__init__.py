@@ -1,14 +1,18 @@
 """HTML pages: login, logout, the live dashboard, the edit page, language switch.
 
 Pages are rendered on the server and kept live by the browser client in static/ (a socket on
-/users). Every write goes through users.py, exactly like the API and the CLI.
+/users). The dashboard shows one page of a view (views.py) named by its URL, so reload, back and
+bookmarks restore it. Every write goes through users.py, exactly like the API and the CLI, and
+answers with a redirect back to the view it came from (POST/redirect/GET: reload never re-POSTs).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from functools import wraps
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from flask import (
     Blueprint,
@@ -22,8 +26,8 @@ from flask import (
 )
 from flask_babel import gettext as _
 
-from .. import auth, users
-from ..capture import current_seq
+from .. import auth, users, views
+from ..capture import current_seq, set_actor
 from ..extension import app_state, get_db
 from ..i18n import LANGUAGES
 from .forms import CsrfOnlyForm, EditUserForm, LoginForm, UserForm
@@ -48,6 +52,9 @@ def client_strings() -> dict:
         "labels": {"role": {"admin": _("admin"), "user": _("user")},
                    "status": {"active": _("active"), "disabled": _("disabled")}},
         "confirm_delete": _("Delete user %(name)s? This cannot be undone.", name="{name}"),
+        "confirm_bulk_delete": _("Delete the %(n)s selected users? This cannot be undone.",
+                                 n="{n}"),
+        "select_row": _("Select %(name)s", name="{name}"),
         "changed_elsewhere": _("Someone else changed this user just now:"),
         "deleted_elsewhere": _("This user was deleted by someone else. Saving is disabled."),
         "fields": {"username": _("Username"), "email": _("Email"), "role": _("Role"),
@@ -63,6 +70,7 @@ def login_required(view):
             session.pop("login", None)
             return redirect(url_for("web.login"))
         g.admin = found[0]
+        set_actor(get_db(), "session", g.admin.id, g.admin.username)
         return view(*args, **kwargs)
 
     return wrapper
@@ -126,19 +134,90 @@ def set_language(code: str):
     return redirect(target)
 
 
-def render_dashboard(form: UserForm, status: int = 200):
-    db = get_db()
-    seq = current_seq(db)
-    rows = [u.to_dict() for u in users.list_users(db)]
-    db.rollback()
-    return render_template("dashboard.html", users=rows, seq=seq, form=form,
-                           csrf_form=CsrfOnlyForm()), status
+# A typed value whose JSON is longer than this is not kept across the redirect: the session is
+# a cookie, and browsers keep at most 4 KB of it.
+KEPT_INPUT_BYTES = 512
+KEPT_FORM = "kept_form"
+
+
+def view_args() -> dict:
+    """The view parameters of this request's URL, to come back to the same view after a write."""
+    return {k: v for k, v in request.args.items() if k in views.PARAMS and k != "limit" and v}
+
+
+def back_to_view():
+    return redirect(url_for("web.dashboard", **view_args()))
+
+
+def dashboard_url(params: dict) -> str:
+    return url_for("web.dashboard") + ("?" + urlencode(params) if params else "")
+
+
+def toggled_sort(view: views.View, field: str) -> dict:
+    """The first page sorted by `field`: ascending, or the other way if it is the current sort."""
+    order = "asc"
+    if view.sort == field:
+        order = "asc" if view.descending else "desc"
+    return {**view.params(), "sort": field, "order": order}
+
+
+def keep_form(form, **extra) -> None:
+    """Carry a refused form's values (never a password) and errors across the redirect."""
+    data, errors = {}, {}
+    for field in form:
+        if field.type in ("PasswordField", "CSRFTokenField"):
+            continue
+        value = field.data if isinstance(field.data, str) else ""
+        data[field.name] = value if len(json.dumps(value)) <= KEPT_INPUT_BYTES else ""
+        if field.errors:
+            errors[field.name] = [str(e) for e in field.errors]
+    session[KEPT_FORM] = {"form": type(form).__name__, "data": data, "errors": errors, **extra}
+
+
+def kept_form(form_class, **match) -> tuple | None:
+    """The refused form a redirect carried to this page (once) and its extras, or None."""
+    kept = session.get(KEPT_FORM)
+    if not isinstance(kept, dict) or kept.get("form") != form_class.__name__:
+        return None
+    if any(kept.get(key) != value for key, value in match.items()):
+        return None
+    session.pop(KEPT_FORM)
+    form = form_class(formdata=None, data=kept.get("data") or {})
+    for name, errors in (kept.get("errors") or {}).items():
+        if name in form:
+            form[name].errors = list(errors)
+    return form, kept
 
 
 @bp.get("/")
 @login_required
 def dashboard():
-    return render_dashboard(UserForm(formdata=None))
+    """One page of the view in the URL; the browser then keeps it live."""
+    params = request.args.to_dict()
+    params.pop("limit", None)  # the page size is fixed
+    try:
+        view = views.parse_view(params, app_state().cursors)
+    except users.UserError as exc:
+        flash(_("This address asks for a view that cannot be shown (%(fields)s). Showing all"
+                " users instead.", fields=", ".join(sorted(exc.fields))), "error")
+        return redirect(url_for("web.dashboard"))
+    db = get_db()
+    window = views.answer(db, view, app_state().cursors)
+    db.rollback()
+    kept = kept_form(UserForm)
+    base = view.params()
+    current = {**base, "after": params["after"]} if params.get("after") else base
+
+    def page(cursor):
+        return dashboard_url({**base, "after": cursor}) if cursor else None
+
+    return render_template(
+        "dashboard.html", window=window, view=view, view_params=current,
+        view_query=urlencode(current), form=kept[0] if kept else UserForm(formdata=None),
+        sort_urls={f: dashboard_url(toggled_sort(view, f)) for f in views.SORTS},
+        next_url=page(window["next"]), prev_url=page(window["prev"]),
+        export_url=url_for("api.export_users", **base), bulk_actions=list(users.BULK_ACTIONS),
+    )
 
 
 def show_errors(form, error: users.UserError) -> None:
@@ -158,14 +237,45 @@ def add_user():
     form = UserForm()
     if not form.validate_on_submit():
         flash(_("The form expired. Please try again."), "error")
-        return render_dashboard(form, 400)
+        keep_form(form)
+        return back_to_view()
     try:
         user = users.create_user(get_db(), form.user_data())
     except users.UserError as exc:
         show_errors(form, exc)
-        return render_dashboard(form, 422 if exc.code != "conflict" else 409)
+        keep_form(form)
+        return back_to_view()
     flash(_("User %(name)s added.", name=user.username), "success")
-    return redirect(url_for("web.dashboard"))
+    return back_to_view()
+
+
+@bp.post("/users/bulk")
+@login_required
+def bulk_users():
+    """One action on the rows selected on the dashboard, in one transaction."""
+    if not CsrfOnlyForm().validate_on_submit():
+        flash(_("The form expired. Please try again."), "error")
+        return back_to_view()
+    action = request.form.get("action", "")
+    selected = request.form.getlist("select")
+    if action not in users.BULK_ACTIONS:
+        flash(_("Choose an action first."), "error")
+        return back_to_view()
+    if not selected:
+        flash(_("Select at least one user first."), "error")
+        return back_to_view()
+    if len(selected) > users.BULK_MAX or not all(re.fullmatch("[0-9]{1,19}", v) for v in selected):
+        flash(_("That selection cannot be used. Reload the page and try again."), "error")
+        return back_to_view()
+    ids = [int(value) for value in selected]
+    try:
+        changed = users.bulk_update(get_db(), action, ids)
+    except users.UserError as exc:
+        flash(_(exc.message), "error")
+    else:
+        flash(_("Done: %(changed)d of %(selected)d selected users changed.",
+                changed=len(changed), selected=len(set(ids))), "success")
+    return back_to_view()
 
 
 @bp.route("/users/<int:user_id>/edit", methods=["GET", "POST"])
@@ -177,32 +287,43 @@ def edit_user(user_id: int):
         user = users.get_user(db, user_id)
     except users.NotFound:
         flash(_("That user does not exist (any more)."), "error")
-        return redirect(url_for("web.dashboard"))
+        return back_to_view()
     current = user.to_dict()
+    back = view_args()
     if request.method == "GET":
-        form = EditUserForm(data={**current, "version": current["version"]})
-        return render_template("edit.html", form=form, user=current, stale=None, seq=seq)
+        return render_edit(current, seq, back)
     form = EditUserForm()
-    status = 400
-    if form.validate_on_submit():
-        version = form.version.data
-        try:
-            users.update_user(db, user_id, form.user_data(),
-                              expected_version=int(version) if version and version.isdigit() else -1)
-        except users.StaleVersion as exc:
-            show_errors(form, exc)
-            stale = exc.current
-            form.version.data = str(stale["version"])  # a second save is a deliberate overwrite
-            return render_template("edit.html", form=form, user=stale, stale=stale, seq=seq), 409
-        except users.UserError as exc:
-            show_errors(form, exc)
-            status = 422 if exc.code != "conflict" else 409
-        else:
-            flash(_("User %(name)s saved.", name=user.username), "success")
-            return redirect(url_for("web.dashboard"))
-    else:
+    if not form.validate_on_submit():
         flash(_("The form expired. Please try again."), "error")
-    return render_template("edit.html", form=form, user=current, stale=None, seq=seq), status
+        keep_form(form, user_id=user_id)
+        return redirect(url_for("web.edit_user", user_id=user_id, **back))
+    version = form.version.data
+    try:
+        users.update_user(db, user_id, form.user_data(),
+                          expected_version=int(version) if version and version.isdigit() else -1)
+    except users.UserError as exc:
+        show_errors(form, exc)
+        keep_form(form, user_id=user_id, stale=isinstance(exc, users.StaleVersion))
+        return redirect(url_for("web.edit_user", user_id=user_id, **back))
+    flash(_("User %(name)s saved.", name=user.username), "success")
+    return back_to_view()
+
+
+def render_edit(current: dict, seq: int, back: dict):
+    """The edit form: fresh, or the refused one a redirect carried here.
+
+    After a stale save the page shows the row as it is now and takes its version, so saving
+    again is a deliberate overwrite of what was shown.
+    """
+    kept = kept_form(EditUserForm, user_id=current["id"])
+    if kept is None:
+        form = EditUserForm(data={**current, "version": current["version"]})
+        return render_template("edit.html", form=form, user=current, stale=None, seq=seq, back=back)
+    form, extras = kept
+    stale = current if extras.get("stale") else None
+    if stale:
+        form.version.data = str(current["version"])
+    return render_template("edit.html", form=form, user=current, stale=stale, seq=seq, back=back)
 
 
 @bp.post("/users/<int:user_id>/delete")
@@ -210,11 +331,11 @@ def edit_user(user_id: int):
 def delete_user(user_id: int):
     if not CsrfOnlyForm().validate_on_submit():
         flash(_("The form expired. Please try again."), "error")
-        return redirect(url_for("web.dashboard"))
+        return back_to_view()
     try:
         users.delete_user(get_db(), user_id)
     except users.UserError as exc:
         flash(_(exc.message), "error")
     else:
         flash(_("User deleted."), "success")
-    return redirect(url_for("web.dashboard"))
+    return back_to_view()
