@@ -22,7 +22,8 @@ from collections.abc import Callable
 import socketio
 
 NAMESPACE = "/users"
-CHANGE_EVENTS = ("user_added", "user_updated", "user_deleted")
+# users_reset: the table was emptied at once (TRUNCATE, outside userboard): drop every row.
+CHANGE_EVENTS = ("user_added", "user_updated", "user_deleted", "users_reset")
 
 
 class LiveUsers:
@@ -114,7 +115,9 @@ class LiveUsers:
             self.applied.append(self.seq)
 
     def _apply(self, name: str, payload: dict) -> None:
-        if name == "user_added":
+        if name == "users_reset":
+            self.users.clear()
+        elif name == "user_added":
             user = payload["user"]
             shown = self.users.get(user["id"])
             if shown is None or shown["version"] < user["version"]:

@@ -197,7 +197,7 @@ class SequencedEmitter:
 
 
 def listen_for_commits(url, wake: Callable[[], None], retry: float = 1.0) -> None:
-    """PostgreSQL: call `wake()` on every NOTIFY of a commit (the triggers' and the capture's),
+    """PostgreSQL: call `wake()` on every NOTIFY of an outside write (see triggers.py),
     forever, reconnecting after errors. Runs in its own greenlet."""
     import psycopg
 
