@@ -1,6 +1,7 @@
 """`userboard bench --quick` as a smoke test: it runs and reports every section in the
-documented shape. Its numbers are never asserted (speed claims live in docs/benchmarks.md).
-Also the child-process helper that the bench and tests/helpers.py share."""
+documented shape (the views section on a 20,000-user table). Its numbers are never asserted
+(speed claims live in docs/benchmarks.md). Also the child-process helper that the bench and
+tests/helpers.py share."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def test_quick_bench_reports_every_section(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "| figure | result | baseline | ratio | target | met |" in done.stdout
     results = json.loads(out.read_text())
-    for section in ("latency", "fanout", "connections", "write_cost", "poller", "summary"):
+    for section in ("latency", "fanout", "connections", "write_cost", "poller", "views", "summary"):
         assert section in results, section
     latency_keys = {"clients", "p50_ms", "p99_ms", "max_ms", "last_client_p50_ms"}
     for kind in ("userboard", "baseline"):
@@ -37,12 +38,37 @@ def test_quick_bench_reports_every_section(tmp_path):
     assert "kb_per_connection" in results["connections"]["userboard"]
     assert {"on", "off", "added_p50_us"} <= set(results["write_cost"]["sqlite"]["commit"])
     assert results["poller"]["poller"]["bytes_per_change"] > 0
+    views = results["views"]["sqlite"]
+    assert views["seeding"]["totals"]["equal"], views["seeding"]["totals"]
+    assert views["dashboard"]["rows"] == 50
+    for name, case in views["api"].items():
+        assert case["rows"] > 0 and case["total"] >= case["rows"], name
+        assert {"p50_ms", "p95_ms"} <= set(case["api"]) and "what" in case["baseline"], name
+        assert case["plans"]["view"] and all(case["plans"]["baseline"]), name
+    live = views["live"]
+    for kind in ("views", "whole_table"):
+        assert live[kind]["deliveries"] > 0 and not math.isnan(live[kind]["p50_ms"]), kind
+    assert live["memory"]["connected"] == {"whole_table": live["memory"]["clients"],
+                                           "views": live["memory"]["clients"]}
     figures = [row["figure"] for row in results["summary"]]
     assert any(f.startswith("latency p50") for f in figures)
     assert any(f.startswith("memory per idle connection") for f in figures)
+    assert any(f.startswith("views (SQLite): commit to visible change") for f in figures)
     for row in results["summary"]:
         assert set(row) == {"figure", "result", "baseline", "ratio", "target", "met", "unit"}
     assert (tmp_path / "plot.png").stat().st_size > 1000
+
+
+def test_plot_needs_the_sections_it_draws(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("USERBOARD_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "userboard.cli", "bench", "--quick", "--section", "views",
+         "--plot", str(tmp_path / "plot.png")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode != 0
+    assert "--plot needs the latency and poller sections" in done.stderr
+    assert not (tmp_path / "plot.png").exists()
 
 
 def test_child_process_is_ready_at_its_ready_line_and_stop_releases_its_pipe():

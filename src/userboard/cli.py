@@ -15,6 +15,7 @@ import sys  # noqa: E402
 
 import click  # noqa: E402
 
+from .bench.common import SECTION_NAMES  # noqa: E402
 from .config import ConfigError, Settings  # noqa: E402
 
 
@@ -191,16 +192,23 @@ def users_delete(user_id):
 @cli.command()
 @click.option("--quick", is_flag=True, help="A smaller run (under a minute), for smoke tests.")
 @click.option("--clients", type=click.IntRange(1, 20_000), help="Clients for latency/fan-out.")
+@click.option("--section", "sections", multiple=True, metavar="NAME",
+              type=click.Choice(SECTION_NAMES),
+              help="Run only this section (repeatable); default: all.")
+@click.option("--users", type=click.IntRange(1_000, 10_000_000),
+              help="Users seeded for the views section (default 1,000,000; --quick 20,000).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write all results.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG plot.")
-def bench(quick, clients, json_path, plot_path):
-    """Measure latency, fan-out, connections and write cost beside their baselines."""
+def bench(quick, clients, sections, users, json_path, plot_path):
+    """Measure latency, fan-out, connections, write cost and views beside their baselines."""
     import json
 
     from .bench import report, runner
 
+    if plot_path and sections and not {"latency", "poller"} <= set(sections):
+        raise CliError("--plot needs the latency and poller sections")
     try:
-        results = runner.run(quick=quick, clients=clients)
+        results = runner.run(quick=quick, clients=clients, sections=sections, users=users)
     except RuntimeError as exc:
         raise CliError(str(exc).splitlines()[0]) from None
     click.echo(f"userboard bench{' --quick' if quick else ''}: {results['seconds']} s on "

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 ADMIN_PASSWORD = "bench-password-1"
+# The sections in the order they run (runner.py maps each to its module).
+SECTION_NAMES = ("latency", "fanout", "connections", "write_cost", "poller", "views")
 
 QUICK = {
     "latency_clients": [1, 50], "writes": 20,
@@ -17,6 +19,8 @@ QUICK = {
     "idle_clients": 100, "max_steps": [200], "max_writes": 5,
     "commits": 200, "api_requests": 100,
     "poller_users": 1000, "poller_clients": 10, "poller_changes": 1,
+    "views_users": 20_000, "views_reps": 20, "views_live_clients": 10, "views_live_writes": 10,
+    "views_idle_clients": 50,
 }
 FULL = {
     "latency_clients": [1, 100, 1000], "writes": 200,
@@ -24,6 +28,8 @@ FULL = {
     "idle_clients": 1000, "max_steps": [1000, 2000, 3000, 4000, 5000], "max_writes": 20,
     "commits": 4000, "api_requests": 2000,
     "poller_users": 10_000, "poller_clients": 100, "poller_changes": 4,
+    "views_users": 1_000_000, "views_reps": 200, "views_live_clients": 100,
+    "views_live_writes": 200, "views_idle_clients": 1000,
 }
 
 

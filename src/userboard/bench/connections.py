@@ -12,10 +12,10 @@ from .common import latency_stats, log, now_ns
 from .harness import BareWriter, BaselineServer, LoadGens, PushTarget, UserboardWriter, start_userboard
 
 
-def idle_memory(server, clients: int) -> dict:
+def idle_memory(server, clients: int, views: list[dict] | None = None) -> dict:
     time.sleep(0.5)
     before = server.rss_kb()
-    gens = LoadGens(server, clients)
+    gens = LoadGens(server, clients, views=views)
     time.sleep(1.5)
     after = server.rss_kb()
     gens.stop()

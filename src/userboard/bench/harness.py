@@ -81,10 +81,11 @@ def start_userboard(workdir: Path, database_url: str | None = None,
 
 
 class LoadGens:
-    """Clients spread over load-generator processes of at most `per_process` clients each."""
+    """Clients spread over load-generator processes of at most `per_process` clients each;
+    with `views`, client i holds views[i] (see loadgen.py)."""
 
     def __init__(self, server: PushTarget, clients: int, per_process: int | None = None,
-                 snapshots: bool = False):
+                 snapshots: bool = False, views: list[dict] | None = None):
         per_process = per_process or int(os.environ.get("USERBOARD_BENCH_PER_LOADGEN", "500"))
         self.procs = []
         offset = 0
@@ -95,6 +96,8 @@ class LoadGens:
                     "--offset", str(offset)]
             if snapshots:
                 args.append("--snapshots")
+            if views:
+                args += ["--views", json.dumps(views[offset:offset + n])]
             self.procs.append(subprocess.Popen(args, stdin=subprocess.PIPE,
                                                stdout=subprocess.PIPE, text=True))
             offset += n

@@ -16,10 +16,12 @@ from .common import latency_stats, log, now_ns
 from .harness import BareWriter, BaselineServer, LoadGens, PushTarget, UserboardWriter, start_userboard
 
 
-def measure_latency(server: PushTarget, writer, clients: int, writes: int) -> dict:
-    gens = LoadGens(server, clients)
+def measure_latency(server: PushTarget, writer, clients: int, writes: int,
+                    gap: float | None = None, views: list[dict] | None = None) -> dict:
+    """Latency of `writes` writes to `clients` clients (holding `views`, if given)."""
+    gens = LoadGens(server, clients, views=views)
     sends = {}
-    gap = max(0.005, clients * 100e-6)  # let each broadcast finish before the next write
+    gap = gap or max(0.005, clients * 100e-6)  # let each broadcast finish before the next write
     for _ in range(writes):
         started = now_ns()
         sends[writer.write()] = started

@@ -7,6 +7,9 @@ same clock in every process of this machine, so the driver can subtract its send
 Protocol with the driver (JSON lines): prints {"ready": connected, "failed": n}; then records
 until a line "stop" arrives on stdin; then prints {"arrivals": [[client, key, t_ns, size], ...]}
 where key is the payload's "seq" (or "taken_at_ns" for snapshots).
+
+With --views (a JSON list), client i subscribes to view i at connect (`auth["view"]`) and records
+`users_view_changed`; the first whole window (`users_view`) is not recorded.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ async def client(index, url, namespace, auth, arrivals, ready, record_snapshots)
                 elif message.startswith(prefix):
                     if message.startswith(prefix + '["users_snapshot"') and not record_snapshots:
                         continue
+                    if message.startswith(prefix + '["users_view"'):
+                        continue
                     if message.startswith(prefix + '["heartbeat"'):
                         continue
                     found = SEQ_RE.search(message, 0, 400)
@@ -55,6 +60,7 @@ async def client(index, url, namespace, auth, arrivals, ready, record_snapshots)
 
 async def main_async(args) -> None:
     auth = json.loads(args.auth)
+    views = json.loads(args.views) if args.views else None
     arrivals: list = []
     loop = asyncio.get_running_loop()
     readies = [loop.create_future() for _ in range(args.clients)]
@@ -64,7 +70,8 @@ async def main_async(args) -> None:
     async def start(i):
         async with gate:
             tasks.append(asyncio.create_task(
-                client(i + args.offset, args.url, args.namespace, auth, arrivals, readies[i],
+                client(i + args.offset, args.url, args.namespace,
+                       {**auth, "view": views[i]} if views else auth, arrivals, readies[i],
                        args.snapshots)))
             await asyncio.wait_for(asyncio.shield(readies[i]), 120)
 
@@ -85,6 +92,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=1)
     parser.add_argument("--offset", type=int, default=0)
     parser.add_argument("--snapshots", action="store_true", help="record users_snapshot too")
+    parser.add_argument("--views", help="a JSON list: client i holds view i")
     asyncio.run(main_async(parser.parse_args()))
 
 

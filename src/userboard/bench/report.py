@@ -20,47 +20,90 @@ def summarize(r: dict) -> list[dict]:
                      "ratio": ratio(result, baseline) if isinstance(result, (int, float)) else None,
                      "target": target, "met": met, "unit": unit})
 
-    for ub, floor in zip(r["latency"]["userboard"], r["latency"]["baseline"], strict=True):
-        n = ub["clients"]
-        row(f"latency p50, {n} clients", ub["p50_ms"], floor["p50_ms"], "<= 1.25x floor",
-            ub["p50_ms"] <= 1.25 * floor["p50_ms"], "ms")
-        row(f"latency p99, {n} clients", ub["p99_ms"], floor["p99_ms"],
-            "<= 5 ms" if n == 100 else "-", ub["p99_ms"] <= 5 if n == 100 else None, "ms")
-        row(f"latency max / last client p50, {n} clients",
-            f"{ub['max_ms']} / {ub['last_client_p50_ms']}",
-            f"{floor['max_ms']} / {floor['last_client_p50_ms']}", "-", None, "ms")
-        if n == 100:
-            row("latency p50, 100 clients (absolute)", ub["p50_ms"], floor["p50_ms"], "<= 2 ms",
-                ub["p50_ms"] <= 2, "ms")
-    f = r["fanout"]
-    row(f"fan-out deliveries/s, {f['userboard']['clients']} clients",
-        f["userboard"]["deliveries_per_s"], f["baseline"]["deliveries_per_s"], ">= 60,000/s",
-        f["userboard"]["deliveries_per_s"] >= 60_000, "/s")
-    b, bf = f["burst"], f["burst_floor"]
-    if "skipped" not in b:
-        row(f"burst: {b['rows']} rows to {b['clients']} clients, delivered in",
-            b["delivered_s"], bf["delivered_s"], "< 1 s",
-            b["delivered_s"] < 1 and b["deliveries"] == b["expected"], "s")
-    c = r["connections"]
-    row("memory per idle connection", c["userboard"]["kb_per_connection"],
-        c["baseline"]["kb_per_connection"], "<= 40 KB", c["userboard"]["kb_per_connection"] <= 40, "KB")
-    row("clients held with broadcast p99 < 150 ms", c["max"]["max_clients"],
-        c.get("max_baseline", {}).get("max_clients"), ">= 5,000", c["max"]["max_clients"] >= 5000, "")
-    w = r["write_cost"]["sqlite"]
-    row("commit p50, capture on (SQLite)", w["commit"]["on"]["p50_us"], w["commit"]["off"]["p50_us"],
-        "adds <= 50 us", w["commit"]["added_p50_us"] <= 50, "us")
-    if "postgresql" in r["write_cost"]:
-        pgc = r["write_cost"]["postgresql"]["commit"]
-        row("commit p50, capture on (PostgreSQL)", pgc["on"]["p50_us"], pgc["off"]["p50_us"],
-            "adds <= 50 us", pgc["added_p50_us"] <= 50, "us")
-    row("API writes/s, capture on", w["api"]["on_per_s"], w["api"]["off_per_s"], ">= 0.8x",
-        w["api"]["ratio"] >= 0.8, "/s")
-    p = r["poller"]
-    row(f"time to see a change ({p['users']} users, {p['clients']} clients)",
-        p["userboard"]["p50_ms"], p["poller"]["p50_ms"], "-", None, "ms")
-    row("bytes sent per change", p["userboard"]["bytes_per_change"], p["poller"]["bytes_per_change"],
-        "-", None, "B")
+    if "latency" in r:
+        for ub, floor in zip(r["latency"]["userboard"], r["latency"]["baseline"], strict=True):
+            n = ub["clients"]
+            row(f"latency p50, {n} clients", ub["p50_ms"], floor["p50_ms"], "<= 1.25x floor",
+                ub["p50_ms"] <= 1.25 * floor["p50_ms"], "ms")
+            row(f"latency p99, {n} clients", ub["p99_ms"], floor["p99_ms"],
+                "<= 5 ms" if n == 100 else "-", ub["p99_ms"] <= 5 if n == 100 else None, "ms")
+            row(f"latency max / last client p50, {n} clients",
+                f"{ub['max_ms']} / {ub['last_client_p50_ms']}",
+                f"{floor['max_ms']} / {floor['last_client_p50_ms']}", "-", None, "ms")
+            if n == 100:
+                row("latency p50, 100 clients (absolute)", ub["p50_ms"], floor["p50_ms"], "<= 2 ms",
+                    ub["p50_ms"] <= 2, "ms")
+    if "fanout" in r:
+        f = r["fanout"]
+        row(f"fan-out deliveries/s, {f['userboard']['clients']} clients",
+            f["userboard"]["deliveries_per_s"], f["baseline"]["deliveries_per_s"], ">= 60,000/s",
+            f["userboard"]["deliveries_per_s"] >= 60_000, "/s")
+        b, bf = f["burst"], f["burst_floor"]
+        if "skipped" not in b:
+            row(f"burst: {b['rows']} rows to {b['clients']} clients, delivered in",
+                b["delivered_s"], bf["delivered_s"], "< 1 s",
+                b["delivered_s"] < 1 and b["deliveries"] == b["expected"], "s")
+    if "connections" in r:
+        c = r["connections"]
+        row("memory per idle connection", c["userboard"]["kb_per_connection"],
+            c["baseline"]["kb_per_connection"], "<= 40 KB", c["userboard"]["kb_per_connection"] <= 40, "KB")
+        row("clients held with broadcast p99 < 150 ms", c["max"]["max_clients"],
+            c.get("max_baseline", {}).get("max_clients"), ">= 5,000", c["max"]["max_clients"] >= 5000, "")
+    if "write_cost" in r:
+        w = r["write_cost"]["sqlite"]
+        row("commit p50, capture on (SQLite)", w["commit"]["on"]["p50_us"], w["commit"]["off"]["p50_us"],
+            "adds <= 50 us", w["commit"]["added_p50_us"] <= 50, "us")
+        if "postgresql" in r["write_cost"]:
+            pgc = r["write_cost"]["postgresql"]["commit"]
+            row("commit p50, capture on (PostgreSQL)", pgc["on"]["p50_us"], pgc["off"]["p50_us"],
+                "adds <= 50 us", pgc["added_p50_us"] <= 50, "us")
+        row("API writes/s, capture on", w["api"]["on_per_s"], w["api"]["off_per_s"], ">= 0.8x",
+            w["api"]["ratio"] >= 0.8, "/s")
+    if "poller" in r:
+        p = r["poller"]
+        row(f"time to see a change ({p['users']} users, {p['clients']} clients)",
+            p["userboard"]["p50_ms"], p["poller"]["p50_ms"], "-", None, "ms")
+        row("bytes sent per change", p["userboard"]["bytes_per_change"], p["poller"]["bytes_per_change"],
+            "-", None, "B")
+    for dialect, v in r.get("views", {}).items():
+        views_rows(row, dialect, v)
     return rows
+
+
+VIEW_CASES = {
+    "search": 'search "user00012"', "search_every_row": 'search "example" (every row)',
+    "disabled": "status=disabled",
+    "active_admins_by_email": "role=admin&status=active by email",
+    "recently_updated": "sort=updated_at desc", "recently_updated_next": "its next page (cursor)",
+    "recently_updated_deep_page": "a deep page of it (cursor)",
+}
+
+
+def views_rows(row, dialect: str, v: dict) -> None:
+    """The views section's rows for one database."""
+    db = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}[dialect]
+    n = f"{v['users']:,} users"
+    seeding = v["seeding"]
+    row(f"views ({db}): seeding {n}", seeding["seconds"], None, "< 60 s", seeding["seconds"] < 60, "s")
+    equal = seeding["totals"]["equal"]
+    row(f"views ({db}): user_totals equal to count(*) after seeding", "yes" if equal else "no",
+        None, "equal", equal)
+    row(f"views ({db}): first dashboard page p50, {n}", v["dashboard"]["p50_ms"], None,
+        "<= 150 ms", v["dashboard"]["p50_ms"] <= 150, "ms")
+    for name, case in v["api"].items():
+        what = VIEW_CASES[name].replace("a deep page", f"page {case['page']:,}") if "page" in case \
+            else VIEW_CASES[name]
+        row(f"views ({db}): view change p50 over HTTP, {what}", case["api"]["p50_ms"], None,
+            "<= 100 ms", case["api"]["p50_ms"] <= 100, "ms")
+        row(f"views ({db}): its SQL p50 (baseline: {case['baseline']['what']})",
+            case["view_sql"]["p50_ms"], case["baseline"]["p50_ms"], "-", None, "ms")
+    live = v["live"]
+    clients = live["views"]["clients"]
+    row(f"views ({db}): commit to visible change p50, {clients} clients with different views "
+        "(baseline: whole-table clients)", live["views"]["p50_ms"], live["whole_table"]["p50_ms"],
+        "<= 1.5x", live["ratio_p50"] <= 1.5, "ms")
+    row(f"views ({db}): server memory per subscribed view ({live['memory']['clients']} idle viewers)",
+        live["memory"]["kb_per_view"], None, "stated, bounded", None, "KB")
 
 
 def format_table(rows: list[dict]) -> str:

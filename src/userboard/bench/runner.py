@@ -1,4 +1,4 @@
-"""The benchmark run: five sections, each figure beside a baseline measured in the same run.
+"""The benchmark run: six sections, each figure beside a baseline measured in the same run.
 
 1. latency     (latency.py) commit-to-client latency with 1, 100 and 1,000 clients, one write at
                a time; baseline: a bare Flask-SocketIO broadcast of an equal payload (no database)
@@ -11,6 +11,9 @@
                DB and process)
 5. poller      (poller.py) against the timed snapshot poller userboard replaces (whole table
                every 5 s)
+6. views       (views.py) views at a million users on SQLite and PostgreSQL: bulk seeding, the
+               dashboard page and view changes over HTTP beside OFFSET / LIKE-scan / count(*)
+               SQL; live views beside whole-table events; memory per view
 
 Servers, load generators and writers are in harness.py; the summary table and plot in report.py.
 """
@@ -21,32 +24,38 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import FULL, QUICK, log, machine, reachable_services, versions
+from .common import FULL, QUICK, SECTION_NAMES, log, machine, reachable_services, versions
 from .connections import section_connections
 from .fanout import section_fanout
 from .latency import section_latency
 from .poller import section_poller
 from .report import summarize
+from .views import section_views
 from .write_cost import section_write_cost
 
-SECTIONS = (("latency", section_latency), ("fanout", section_fanout),
-            ("connections", section_connections), ("write_cost", section_write_cost),
-            ("poller", section_poller))
+SECTIONS = dict(zip(SECTION_NAMES, (section_latency, section_fanout, section_connections,
+                                    section_write_cost, section_poller, section_views), strict=True))
 
 
-def run(quick: bool = False, clients: int | None = None) -> dict:
-    """Run every section at quick or full size; return the results with their summary rows."""
+def run(quick: bool = False, clients: int | None = None, sections: tuple[str, ...] = (),
+        users: int | None = None) -> dict:
+    """Run the sections (all when none are named) at quick or full size; return the results
+    with their summary rows."""
     cfg = dict(QUICK if quick else FULL)
     if clients:
         cfg["latency_clients"] = sorted({1, min(100, clients), clients})
         cfg["fanout_clients"] = clients
+    if users:
+        cfg["views_users"] = users
     reachable_services(cfg)
     started = time.monotonic()
     results = {"quick": quick, "config": {k: v for k, v in cfg.items() if not k.endswith("_url")},
                "machine": machine(), "versions": versions()}
     with tempfile.TemporaryDirectory(prefix="userboard-bench-") as tmp:
         tmp = Path(tmp)
-        for name, section in SECTIONS:
+        for name, section in SECTIONS.items():
+            if sections and name not in sections:
+                continue
             (tmp / name).mkdir(exist_ok=True)
             log(f"section {name} ...")
             results[name] = section(cfg, tmp)
