@@ -73,10 +73,16 @@ class Subscription:
             return  # the window is read again at the end of the pass anyway
         row_id = (after or before)["id"]
         position = next((i for i, row in enumerate(self.rows) if row["id"] == row_id), None)
+        key = views.sort_key(view, after) if now else None
         if position is not None:
             del self.rows[position]
-            if self.has_more:  # the next row must move up: only the database knows it
-                self.dirty = True
+            if self.has_more:
+                # Still before the last remaining row: it stays in the window, at its new place.
+                if now and self.rows and views.after_start(view, key) and views.comes_before(
+                        view, key, views.sort_key(view, self.rows[-1])):
+                    self._insert(after, key)
+                    return
+                self.dirty = True  # the next row must move up: only the database knows it
                 return
         elif was and self.has_more and self._beyond(before) and not (now and self._beyond(after)):
             # A row past the window left that region: it may have been the only one there, and
@@ -85,7 +91,6 @@ class Subscription:
             return
         if not now:
             return
-        key = views.sort_key(view, after)
         if not views.after_start(view, key):
             return
         if not self.has_more:
