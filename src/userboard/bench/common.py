@@ -13,14 +13,15 @@ ADMIN_PASSWORD = "bench-password-1"
 # The sections in the order they run (runner.py maps each to its module).
 SECTION_NAMES = ("latency", "fanout", "connections", "write_cost", "poller", "views")
 
+# --quick is the smoke run CI does: every section, tiny sizes (its numbers mean nothing).
 QUICK = {
-    "latency_clients": [1, 50], "writes": 20,
-    "fanout_clients": 100, "fanout_seconds": 1.0, "burst_rows": 100, "burst_clients": 10,
-    "idle_clients": 100, "max_steps": [200], "max_writes": 5,
-    "commits": 200, "api_requests": 100,
-    "poller_users": 1000, "poller_clients": 10, "poller_changes": 1,
-    "views_users": 20_000, "views_reps": 20, "views_live_clients": 10, "views_live_writes": 10,
-    "views_idle_clients": 50,
+    "latency_clients": [1, 10], "writes": 10,
+    "fanout_clients": 20, "fanout_seconds": 0.5, "burst_rows": 20, "burst_clients": 5,
+    "idle_clients": 20, "max_steps": [40], "max_writes": 3,
+    "commits": 100, "api_requests": 30,
+    "poller_users": 200, "poller_clients": 5, "poller_changes": 1,
+    "views_users": 2_000, "views_reps": 5, "views_live_clients": 5, "views_live_writes": 5,
+    "views_idle_clients": 10,
 }
 FULL = {
     "latency_clients": [1, 100, 1000], "writes": 200,
