@@ -11,7 +11,7 @@ from pathlib import Path
 
 ADMIN_PASSWORD = "bench-password-1"
 # The sections in the order they run (runner.py maps each to its module).
-SECTION_NAMES = ("latency", "fanout", "connections", "write_cost", "poller", "views")
+SECTION_NAMES = ("latency", "fanout", "connections", "write_cost", "poller", "views", "outside")
 
 # --quick is the smoke run CI does: every section, tiny sizes (its numbers mean nothing).
 QUICK = {
@@ -22,6 +22,7 @@ QUICK = {
     "poller_users": 200, "poller_clients": 5, "poller_changes": 1,
     "views_users": 2_000, "views_reps": 5, "views_live_clients": 5, "views_live_writes": 5,
     "views_idle_clients": 10,
+    "outside_clients": 2, "outside_writes": 3, "outside_rows": 200,
 }
 FULL = {
     "latency_clients": [1, 100, 1000], "writes": 200,
@@ -31,6 +32,7 @@ FULL = {
     "poller_users": 10_000, "poller_clients": 100, "poller_changes": 4,
     "views_users": 1_000_000, "views_reps": 200, "views_live_clients": 100,
     "views_live_writes": 200, "views_idle_clients": 1000,
+    "outside_clients": 10, "outside_writes": 50, "outside_rows": 10_000,
 }
 
 

@@ -67,6 +67,15 @@ def summarize(r: dict) -> list[dict]:
             "-", None, "B")
     for dialect, v in r.get("views", {}).items():
         views_rows(row, dialect, v)
+    for db, target in (("sqlite", 1000), ("postgresql", 20)):
+        if db in r.get("outside", {}):
+            result = r["outside"][db]
+            outside, api = result["latency"]["outside"], result["latency"]["api"]
+            row(f"outside write to client p50 ({db})", outside["p50_ms"], api["p50_ms"],
+                f"<= {target} ms", outside["p50_ms"] <= target, "ms")
+            cost = result["trigger_cost"]
+            row(f"triggers on an outside UPDATE, per row ({db})", cost["logged"], cost["skipped"],
+                "stated", None, "us")
     return rows
 
 

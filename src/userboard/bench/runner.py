@@ -28,13 +28,15 @@ from .common import FULL, QUICK, SECTION_NAMES, log, machine, reachable_services
 from .connections import section_connections
 from .fanout import section_fanout
 from .latency import section_latency
+from .outside import section_outside
 from .poller import section_poller
 from .report import summarize
 from .views import section_views
 from .write_cost import section_write_cost
 
 SECTIONS = dict(zip(SECTION_NAMES, (section_latency, section_fanout, section_connections,
-                                    section_write_cost, section_poller, section_views), strict=True))
+                                    section_write_cost, section_poller, section_views,
+                                    section_outside), strict=True))
 
 
 def run(quick: bool = False, clients: int | None = None, sections: tuple[str, ...] = (),
