@@ -27,7 +27,8 @@ def test_quick_bench_reports_every_section(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "| figure | result | baseline | ratio | target | met |" in done.stdout
     results = json.loads(out.read_text())
-    for section in ("latency", "fanout", "connections", "write_cost", "poller", "views", "summary"):
+    for section in ("latency", "fanout", "connections", "write_cost", "poller", "views", "outside",
+                    "summary"):
         assert section in results, section
     latency_keys = {"clients", "p50_ms", "p99_ms", "max_ms", "last_client_p50_ms"}
     for kind in ("userboard", "baseline"):
@@ -50,10 +51,15 @@ def test_quick_bench_reports_every_section(tmp_path):
         assert live[kind]["deliveries"] > 0 and not math.isnan(live[kind]["p50_ms"]), kind
     assert live["memory"]["connected"] == {"whole_table": live["memory"]["clients"],
                                            "views": live["memory"]["clients"]}
+    outside = results["outside"]["sqlite"]
+    for path in ("outside", "api"):
+        assert outside["latency"][path]["deliveries"] > 0, path
+    assert outside["trigger_cost"]["logged"] > 0 and outside["trigger_cost"]["skipped"] > 0
     figures = [row["figure"] for row in results["summary"]]
     assert any(f.startswith("latency p50") for f in figures)
     assert any(f.startswith("memory per idle connection") for f in figures)
     assert any(f.startswith("views (SQLite): commit to visible change") for f in figures)
+    assert any(f.startswith("outside write to client p50 (sqlite)") for f in figures)
     for row in results["summary"]:
         assert set(row) == {"figure", "result", "baseline", "ratio", "target", "met", "unit"}
     assert (tmp_path / "plot.png").stat().st_size > 1000
