@@ -169,6 +169,41 @@ def test_concurrent_api_writes_through_two_servers_reach_every_client_in_order(c
     assert_in_order(wires, a, start, end)
 
 
+def test_clients_joining_during_a_burst_get_every_later_event_once_in_order(cluster):
+    a, b = cluster
+    start, before = database_users(a)
+    writers = [
+        subprocess.Popen([sys.executable, "-c", API_WRITER, a.url, b.url, a.token, f"join{n}_", "50"],
+                         cwd=ROOT, env=dict(os.environ), stderr=subprocess.PIPE, text=True)
+        for n in range(2)
+    ]
+    joined = []
+    try:
+        assert wait_until(lambda: database_users(a)[0] >= start + 20), "the writers did not start"
+        for server in (a, b):  # a snapshot, and a replay from `start`, on each server
+            joined.append(WireClient(server.url, {"token": server.token}).connect())
+            joined.append(WireClient(server.url, {"token": server.token, "since": start},
+                                     holding=before).connect())
+        for writer in writers:
+            _, err = writer.communicate(timeout=120)
+            assert writer.returncode == 0, err
+        end = database_users(a)[0]
+        assert end == start + 100
+        for client in joined:
+            snapshots = [p["seq"] for n, p in client.events if n == "users_snapshot"]
+            first = snapshots[0] if snapshots else start
+            assert first < end, "joined after the burst: nothing was tested"
+            assert client.wait_for_seq(end, timeout=15)
+            assert client.seqs() == list(range(first + 1, end + 1))
+        caught_up(joined, a)
+    finally:
+        for writer in writers:
+            writer.kill()
+            writer.wait()
+        for client in joined:
+            client.close()
+
+
 def test_a_transaction_holding_the_counter_delays_writes_but_keeps_their_order(cluster, wires):
     a, b = cluster
     answer = a.api().post(a.url + "/api/users", json={"username": "held", "email": "held@example.com"})

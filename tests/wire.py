@@ -21,11 +21,15 @@ CHANGES = ("user_added", "user_updated", "user_deleted", "users_reset")
 
 
 class WireClient:
-    """One websocket to `/users` with `auth`; `events` is [(name, payload)] in arrival order."""
+    """One websocket to `/users` with `auth`; `events` is [(name, payload)] in arrival order.
 
-    def __init__(self, url: str, auth: dict):
+    A client that resumes (`"since"` in `auth`) passes the users it held at that seq as `holding`.
+    """
+
+    def __init__(self, url: str, auth: dict, holding: dict[int, dict] | None = None):
         self.ws_url = url.replace("http://", "ws://", 1) + "/socket.io/?EIO=4&transport=websocket"
         self.auth = auth
+        self.holding = holding or {}
         self.events: list[tuple[str, dict]] = []
         self.connected = False
         self.refused: dict | None = None
@@ -38,8 +42,6 @@ class WireClient:
         """Open the websocket, join /users and wait for the catch-up (the first heartbeat
         follows it); raise if refused or not answered in time."""
         self._ws = websocket.create_connection(self.ws_url, timeout=timeout)
-        opening = self._ws.recv()
-        assert opening.startswith("0"), f"not an Engine.IO open packet: {opening!r}"
         self._ws.settimeout(None)  # the reader blocks; close() wakes it with abort()
         self._reader = threading.Thread(target=self._read, name="wire-reader", daemon=True)
         self._reader.start()
@@ -47,13 +49,14 @@ class WireClient:
         with self._cond:
             answered = self._cond.wait_for(
                 lambda: self.connected or self.refused is not None or self.closed, timeout)
+        problem = None
         if not self.connected:
+            problem = f"not connected to {NAMESPACE}: {self.refused if answered else 'no answer'}"
+        elif not self.wait_for(lambda c: any(n == "heartbeat" for n, _ in c.events), timeout):
+            problem = "no heartbeat after the catch-up"
+        if problem:
             self.close()
-            raise ConnectionError(f"not connected to {NAMESPACE}: "
-                                  f"{self.refused if answered else 'no answer'}")
-        if not self.wait_for(lambda c: any(n == "heartbeat" for n, _ in c.events), timeout):
-            self.close()
-            raise ConnectionError("no heartbeat after the catch-up")
+            raise ConnectionError(problem)
         return self
 
     def close(self) -> None:
@@ -64,13 +67,14 @@ class WireClient:
             self._ws.send("1")  # Engine.IO close
         except (OSError, websocket.WebSocketException):
             pass  # already gone
-        self._ws.abort()
+        self._ws.abort()  # wakes the reader
         self._reader.join(5)
-        self._ws.close(timeout=0)
+        self._ws.shutdown()  # closes the socket
 
     # -- the one reader -----------------------------------------------------------------------
 
     def _read(self) -> None:
+        """Every frame, in order. Engine.IO's open packet ("0{...}") needs no answer."""
         try:
             while True:
                 frame = self._ws.recv()
@@ -133,12 +137,12 @@ class WireClient:
             p["seq"] >= seq for n, p in c.events if n in CHANGES or n == "users_snapshot"), timeout)
 
     def table(self, upto: int | None = None) -> dict[int, dict]:
-        """The users a naive client holds: snapshot, then every event applied as it came
-        (stopping after seq `upto`), with no seq or version check. A row updated or deleted
+        """The users a naive client holds: `holding`, then every snapshot and event applied as it
+        came (stopping after seq `upto`), with no seq or version check. A row updated or deleted
         before it was added, or added twice, is an error of the server's, raised here."""
         with self._cond:
             events = list(self.events)
-        users: dict[int, dict] = {}
+        users = {i: dict(u) for i, u in self.holding.items()}
         for name, p in events:
             if name not in CHANGES and name != "users_snapshot":
                 continue
