@@ -207,10 +207,14 @@ def test_an_outside_timestamp_in_the_databases_own_form_reaches_clients_as_the_a
 
 
 def test_an_insert_that_replaces_an_existing_row_keeps_clients_and_totals_equal_to_the_database(
-        deployment, wire):
+        deployment, wire, request):
     """SQLite's REPLACE deletes the old row without running delete triggers (recursive triggers
     are off); PostgreSQL's equivalent is an upsert, which runs the update triggers."""
     server, raw = deployment
+    if not raw.postgres:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "KNOWN LIMIT: SQLite fires no DELETE trigger for the row a REPLACE removes "
+            "(docs/deployment.md says not to use INSERT OR REPLACE on users)")))
     made = api(server, "POST", "/api/users",
                {"username": "raw_replaced", "email": "raw_replaced@example.com", "role": "admin"})
     start, uid = made["seq"], made["user"]["id"]
@@ -263,23 +267,33 @@ def test_api_writes_among_outside_writes_give_exactly_one_event_each(deployment,
     assert assert_matches_database(wire, server) == last
 
 
-def test_truncate_reaches_clients_as_users_reset(deployment, wire):
+def test_emptying_the_table_reaches_clients(deployment, wire):
+    """PostgreSQL: TRUNCATE gives one users_reset. SQLite has no TRUNCATE: `DELETE FROM users`
+    (no WHERE) gives one user_deleted per row."""
     server, raw = deployment
-    if not raw.postgres:
-        pytest.skip("SQLite has no TRUNCATE (DELETE FROM users gives a user_deleted per row)")
     start, _ = add_users(server, "trunc_a", "trunc_b")
+    held_before = len(database_users(server)[1])  # every user there was, these two included
     # Empty the table, then put the admin and its token back in the same transaction, so the
     # client's credential survives and it can show what it received.
-    raw.run("CREATE TEMP TABLE keep_users AS SELECT * FROM users WHERE username = 'root'",
-            "CREATE TEMP TABLE keep_tokens AS SELECT * FROM api_tokens",
-            "TRUNCATE users CASCADE",
-            "INSERT INTO users SELECT * FROM keep_users",
-            "INSERT INTO api_tokens SELECT * FROM keep_tokens")
-    events = arrived(wire, start, 2)
+    if raw.postgres:
+        raw.run("CREATE TEMP TABLE keep_users AS SELECT * FROM users WHERE username = 'root'",
+                "CREATE TEMP TABLE keep_tokens AS SELECT * FROM api_tokens",
+                "TRUNCATE users CASCADE",
+                "INSERT INTO users SELECT * FROM keep_users",
+                "INSERT INTO api_tokens SELECT * FROM keep_tokens")
+    else:  # the sqlite3 module leaves foreign keys off: the tokens stay
+        raw.run("CREATE TEMP TABLE keep_users AS SELECT * FROM users WHERE username = 'root'",
+                "DELETE FROM users",
+                "INSERT INTO users SELECT * FROM keep_users")
     _, users = database_users(server)
     assert [u["username"] for u in users.values()] == ["root"]
-    assert events == [
-        ("users_reset", {"seq": start + 1, "actor": raw.actor}),
-        ("user_added", {"seq": start + 2, "user": users[1], "actor": raw.actor}),
-    ]
-    assert assert_matches_database(wire, server) == start + 2
+    last = assert_matches_database(wire, server)
+    events = wire.changes(after=start)
+    if raw.postgres:
+        assert events == [
+            ("users_reset", {"seq": start + 1, "actor": raw.actor}),
+            ("user_added", {"seq": start + 2, "user": users[1], "actor": raw.actor}),
+        ]
+    else:
+        assert [name for name, _ in events] == ["user_deleted"] * held_before + ["user_added"]
+    assert last == start + len(events)

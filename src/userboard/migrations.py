@@ -12,6 +12,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
 
+from . import triggers
 from .db import make_engine
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,6 +57,9 @@ def upgrade(url: str) -> None:
                 connection.commit()
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
+            # The users table's triggers as this release defines them, whatever revision the
+            # database was at: `userboard db upgrade` keeps them in step.
+            triggers.install(connection)
             connection.commit()
             if engine.dialect.name == "postgresql":
                 connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})

@@ -35,7 +35,11 @@ _SQLITE_EXTERNAL = "json_object('kind', 'external', 'user_id', NULL, 'name', NUL
 
 
 def _sqlite_iso(column: str) -> str:
-    return f"(replace({column}, ' ', 'T') || 'Z')"
+    """A stored timestamp as the API shows it: 'T', six fraction digits, 'Z' (a writer may have
+    typed CURRENT_TIMESTAMP, which has no fraction, or a 'T' of its own)."""
+    padded = (f"CASE WHEN instr({column}, '.') THEN substr({column} || '000000', 1, 26)"
+              f" ELSE {column} || '.000000' END")
+    return f"(replace({padded}, ' ', 'T') || 'Z')"
 
 
 def _sqlite_user(row: str) -> str:
@@ -67,6 +71,7 @@ def _sqlite_log(event: str, row_key: str, payload: str, state: str, source: str 
 
 
 _CHANGED = " OR ".join(f"NEW.{f} IS NOT OLD.{f}" for f in FIELDS)
+_SAME_ID = "NEW.id IS OLD.id"
 
 SQLITE = {
     "user_totals_insert": """AFTER INSERT ON users BEGIN
@@ -100,7 +105,8 @@ SQLITE = {
     END""",
     # One trigger for updates: first move version (and updated_at) for the outside write, then
     # log the row as it is now. (The inner UPDATE fires no triggers: recursive_triggers is off.)
-    "users_outside_update": f"""AFTER UPDATE ON users WHEN {_SQLITE_OUTSIDE} AND ({_CHANGED}) BEGIN
+    "users_outside_update": f"""AFTER UPDATE ON users
+        WHEN {_SQLITE_OUTSIDE} AND {_SAME_ID} AND ({_CHANGED}) BEGIN
         UPDATE users SET version = OLD.version + 1,
             updated_at = CASE WHEN NEW.updated_at IS OLD.updated_at THEN {_SQLITE_NOW}
                               ELSE NEW.updated_at END
@@ -111,6 +117,17 @@ SQLITE = {
         f" 'previous', json({_sqlite_diff('OLD', 'u')}),"
         f" 'actor', json({_SQLITE_EXTERNAL}))",
         _sqlite_user("u"), source=", users u")}
+    END""",
+    # A row renumbered (its id changed): clients drop the old id and add the new one.
+    "users_outside_renumber": f"""AFTER UPDATE OF id ON users
+        WHEN {_SQLITE_OUTSIDE} AND NEW.id IS NOT OLD.id BEGIN{_sqlite_log(
+        "user_deleted", "OLD.id",
+        f"json_object('seq', c.value, 'id', OLD.id, 'actor', json({_SQLITE_EXTERNAL}))",
+        _sqlite_user("OLD"))}{_sqlite_log(
+        "user_added", "NEW.id",
+        f"json_object('seq', c.value, 'user', json({_sqlite_user('NEW')}),"
+        f" 'actor', json({_SQLITE_EXTERNAL}))",
+        _sqlite_user("NEW"))}
     END""",
     "users_outside_delete": f"""AFTER DELETE ON users WHEN {_SQLITE_OUTSIDE} BEGIN{_sqlite_log(
         "user_deleted", "OLD.id",
@@ -174,40 +191,55 @@ POSTGRESQL_FUNCTIONS = {
           END IF;
           RETURN NEW;
         END $$""",
+    "userboard_log_outside": f"""(ev text, row_key text, body jsonb, state jsonb)
+        RETURNS void LANGUAGE plpgsql AS $$
+        DECLARE s bigint;
+        BEGIN
+          UPDATE seq_counter SET value = value + 1 WHERE id = 1 RETURNING value INTO s;
+          INSERT INTO change_log (seq, event, entity, row_key, payload, state, committed_at)
+          VALUES (s, ev, 'user', row_key, (jsonb_build_object('seq', s) || body)::json,
+                  state::json, clock_timestamp() AT TIME ZONE 'utc');
+          PERFORM pg_notify('{NOTIFY_CHANNEL}', s::text);
+        END $$""",
     "userboard_users_outside": f"""RETURNS trigger LANGUAGE plpgsql AS $$
         DECLARE
-          s bigint; body jsonb; state jsonb; ev text; changes jsonb := '{{}}'; previous jsonb := '{{}}';
+          state jsonb; changes jsonb := '{{}}'; previous jsonb := '{{}}';
           who jsonb := jsonb_build_object('kind', 'external', 'user_id', NULL, 'name', current_user);
         BEGIN
           IF current_setting('{CAPTURED_SETTING}', true) = 'on' THEN
             RETURN NULL;  -- the capture logged this transaction's changes itself
           END IF;
-          IF TG_OP = 'UPDATE' AND (NEW.username, NEW.email, NEW.role, NEW.status)
-             IS NOT DISTINCT FROM (OLD.username, OLD.email, OLD.role, OLD.status) THEN
+          IF TG_OP = 'UPDATE' AND (NEW.id, NEW.username, NEW.email, NEW.role, NEW.status)
+             IS NOT DISTINCT FROM (OLD.id, OLD.username, OLD.email, OLD.role, OLD.status) THEN
             RETURN NULL;  -- no field a client sees changed (a password, say)
           END IF;
-          UPDATE seq_counter SET value = value + 1 WHERE id = 1 RETURNING value INTO s;
+          IF TG_OP = 'UPDATE' AND NEW.id IS DISTINCT FROM OLD.id THEN  -- renumbered
+            PERFORM userboard_log_outside('user_deleted', OLD.id::text,
+              jsonb_build_object('id', OLD.id, 'actor', who), {_pg_user('OLD')});
+            state := {_pg_user('NEW')};
+            PERFORM userboard_log_outside('user_added', NEW.id::text,
+              jsonb_build_object('user', state, 'actor', who), state);
+            RETURN NULL;
+          END IF;
           IF TG_OP = 'INSERT' THEN
-            ev := 'user_added'; state := {_pg_user('NEW')};
-            body := jsonb_build_object('seq', s, 'user', state, 'actor', who);
+            state := {_pg_user('NEW')};
+            PERFORM userboard_log_outside('user_added', NEW.id::text,
+              jsonb_build_object('user', state, 'actor', who), state);
           ELSIF TG_OP = 'UPDATE' THEN
-            ev := 'user_updated'; state := {_pg_user('NEW')};
+            state := {_pg_user('NEW')};
             SELECT coalesce(jsonb_object_agg(key, n.value), '{{}}'),
                    coalesce(jsonb_object_agg(key, o.value), '{{}}')
               INTO changes, previous
               FROM jsonb_each(state) n
               JOIN jsonb_each({_pg_user('OLD')}) o USING (key)
              WHERE key NOT IN ('id', 'version', 'created_at') AND n.value IS DISTINCT FROM o.value;
-            body := jsonb_build_object('seq', s, 'id', NEW.id, 'version', NEW.version,
-              'changes', changes, 'previous', previous, 'actor', who);
+            PERFORM userboard_log_outside('user_updated', NEW.id::text,
+              jsonb_build_object('id', NEW.id, 'version', NEW.version, 'changes', changes,
+                                 'previous', previous, 'actor', who), state);
           ELSE
-            ev := 'user_deleted'; state := {_pg_user('OLD')};
-            body := jsonb_build_object('seq', s, 'id', OLD.id, 'actor', who);
+            PERFORM userboard_log_outside('user_deleted', OLD.id::text,
+              jsonb_build_object('id', OLD.id, 'actor', who), {_pg_user('OLD')});
           END IF;
-          INSERT INTO change_log (seq, event, entity, row_key, payload, state, committed_at)
-          VALUES (s, ev, 'user', (state->>'id'), body::json, state::json,
-                  clock_timestamp() AT TIME ZONE 'utc');
-          PERFORM pg_notify('{NOTIFY_CHANNEL}', s::text);
           RETURN NULL;
         END $$""",
     "userboard_users_truncated": f"""RETURNS trigger LANGUAGE plpgsql AS $$
