@@ -421,6 +421,7 @@ def test_the_url_holds_the_view_and_reload_and_back_restore_it(browser, board): 
         page.fill("#view input[name=q]", "restore")
         page.press("#view input[name=q]", "Enter")
         expect(page).to_have_url(f"{board.url}/?q=restore&sort=id&order=asc")
+        page.wait_for_selector('body[data-socket="connected"]')  # the page's script is running
         page.select_option("#view select[name=status]", "active")  # applies at once
         expect(page).to_have_url(re.compile(r"status=active"))
         page.click("th[data-sort=email]")
