@@ -41,15 +41,16 @@ def require_admin():
             raise ApiError("unauthorized", "use 'Authorization: Bearer TOKEN'")
         found = auth.token_admin(db, token.strip())
         if found is None:
-            log.warning("refused API request from %s: invalid or revoked token", request.remote_addr)
-            raise ApiError("unauthorized", "invalid or revoked token")
-        g.admin = found[0]
+            log.warning("refused API request from %s: invalid, revoked or expired token",
+                        request.remote_addr)
+            raise ApiError("unauthorized", "invalid, revoked or expired token")
+        g.admin, g.principal = found
         set_actor(db, "token", g.admin.id, g.admin.username)
         return
-    found = auth.login_admin(db, session.get("login"))
+    found = auth.login_admin(db, session.get("login"), app_state().session_timeouts)
     if found is None:
         raise ApiError("unauthorized", "log in or send a bearer token")
-    g.admin = found[0]
+    g.admin, g.principal = found
     set_actor(db, "session", g.admin.id, g.admin.username)
     if request.method not in SAFE_METHODS:
         try:
@@ -142,7 +143,8 @@ def update_user(user_id: int):
     version = body.pop("version", None)
     if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
         raise ApiError("bad_request", "version must be an integer", {"version": "must be an integer"})
-    user = users.update_user(db, user_id, body, expected_version=version)
+    keep = g.principal.credential_id if g.principal.kind == "session" else None
+    user = users.update_user(db, user_id, body, expected_version=version, keep_login=keep)
     return jsonify(seq=answer_seq(db), user=user.to_dict())
 
 
@@ -151,3 +153,14 @@ def delete_user(user_id: int):
     db = get_db()
     users.delete_user(db, user_id)
     return jsonify(seq=answer_seq(db))
+
+
+@bp.post("/logout-everywhere")
+def logout_everywhere():
+    """End every browser login of the caller's admin (the calling one too); tokens stay."""
+    db = get_db()
+    ended = auth.end_logins(db, g.admin.id)
+    db.commit()
+    app_state().namespace.cut_principals(ended)  # other processes: at their next check
+    log.info("user %s logged out everywhere (%d logins)", g.admin.id, len(ended))
+    return jsonify(logins_ended=len(ended))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from flask import Flask
 from flask_socketio import SocketIO
 from flask_wtf.csrf import generate_csrf
 
 from . import errors, extension, i18n, security
 from .api import bp as api_bp
-from .auth import LoginThrottle
+from .auth import LoginThrottle, SessionTimeouts
 from .bootstrap import open_database
 from .config import Settings, load_or_create_secret_key, secret_key_path
 from .extension import Userboard
@@ -33,6 +35,8 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         ALLOWED_ORIGINS=settings.allowed_origins,
         SECURE_COOKIES=settings.secure_cookies,
         CHANGE_LOG_SIZE=settings.change_log_size,
+        SESSION_IDLE_MINUTES=settings.session_idle_minutes,
+        SESSION_MAX_HOURS=settings.session_max_hours,
         SECRET_KEY=settings.secret_key,
         SOCKETIO_ASYNC_MODE="gevent",
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
@@ -81,6 +85,8 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
     app.extensions[extension.KEY] = Userboard(
         database=database, socketio=socketio, namespace=namespace, sequencer=sequencer,
         login_throttle=LoginThrottle(), cursors=cursors, views=engine,
+        session_timeouts=SessionTimeouts(idle=timedelta(minutes=app.config["SESSION_IDLE_MINUTES"]),
+                                         absolute=timedelta(hours=app.config["SESSION_MAX_HOURS"])),
     )
 
     app.jinja_env.globals["csrf_token"] = generate_csrf

@@ -9,6 +9,10 @@ USERBOARD_CHANGE_LOG_SIZE  how many recent events the change log keeps (default 
 USERBOARD_ALLOWED_ORIGINS  other origins whose pages may open the socket, comma-separated
                            (e.g. https://admin.example.com); the server's own is always allowed
 USERBOARD_SECURE_COOKIES   auto (default: Secure when the request came over https), true, false
+USERBOARD_SESSION_IDLE_MINUTES  a browser login ends after this many minutes without a request
+                           or socket connect (default 720: 12 hours)
+USERBOARD_SESSION_MAX_HOURS     a browser login ends this many hours after it began, however
+                           much it is used (default 168: 7 days)
 """
 
 from __future__ import annotations
@@ -36,13 +40,13 @@ class Settings:
     change_log_size: int
     allowed_origins: tuple[str, ...] = ()
     secure_cookies: str = "auto"
+    session_idle_minutes: int = 720
+    session_max_hours: int = 168
 
     @classmethod
     def from_env(cls, env=None) -> Settings:
         env = os.environ if env is None else env
-        size = env.get("USERBOARD_CHANGE_LOG_SIZE", "10000")
-        if not size.isdigit() or int(size) < 1:
-            raise ConfigError(f"USERBOARD_CHANGE_LOG_SIZE must be a positive integer, not {size!r}")
+        size = _positive_int(env, "USERBOARD_CHANGE_LOG_SIZE", 10000)
         origins = tuple(
             o.strip().rstrip("/") for o in env.get("USERBOARD_ALLOWED_ORIGINS", "").split(",")
             if o.strip()
@@ -59,8 +63,22 @@ class Settings:
             message_queue=env.get("USERBOARD_MESSAGE_QUEUE") or None,
             channel=env.get("USERBOARD_CHANNEL") or "userboard",
             secret_key=env.get("USERBOARD_SECRET_KEY") or None,
-            change_log_size=int(size),
+            change_log_size=size,
+            # At most 10 years: beyond that a datetime subtraction could leave the calendar.
+            session_idle_minutes=_positive_int(env, "USERBOARD_SESSION_IDLE_MINUTES", 720,
+                                               most=10 * 366 * 24 * 60),
+            session_max_hours=_positive_int(env, "USERBOARD_SESSION_MAX_HOURS", 168,
+                                            most=10 * 366 * 24),
         )
+
+
+def _positive_int(env, name: str, default: int, most: int | None = None) -> int:
+    value = env.get(name, str(default)).strip()
+    if not value.isdigit() or not value.isascii() or int(value) < 1:
+        raise ConfigError(f"{name} must be a positive integer, not {value!r}")
+    if most is not None and int(value) > most:
+        raise ConfigError(f"{name} must be at most {most}, not {value}")
+    return int(value)
 
 
 def secret_key_path(database_url: str) -> Path:

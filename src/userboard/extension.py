@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from flask_socketio import SocketIO
     from sqlalchemy.orm import Session
 
-    from .auth import LoginThrottle
+    from .auth import LoginThrottle, SessionTimeouts
     from .bootstrap import Database
     from .realtime import UsersNamespace
     from .relay import Sequencer
@@ -35,6 +35,7 @@ class Userboard:
     namespace: UsersNamespace
     sequencer: Sequencer
     login_throttle: LoginThrottle
+    session_timeouts: SessionTimeouts
     cursors: Cursors
     views: ViewEngine
 

@@ -73,8 +73,13 @@ class User(Base):
         return f"<User {self.id} {self.username!r}>"
 
 
+# A token's label: what it is for (e.g. "backup script"), shown by `userboard token list`.
+TOKEN_LABEL_MAX = 100
+
+
 class ApiToken(Base):
-    """A bearer token; only its SHA-256 is kept. It works while its owner is an active admin."""
+    """A bearer token; only its SHA-256 is kept. It works while its owner is an active admin and
+    until `expires_at` (never, when NULL). Revoking it deletes the row."""
 
     __tablename__ = "api_tokens"
 
@@ -82,13 +87,19 @@ class ApiToken(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    label: Mapped[str | None] = mapped_column(String(TOKEN_LABEL_MAX), default=None)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # Updated at most once a minute (auth.TOUCH_EVERY), so using a token is not a write each time.
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
 class LoginSession(Base):
     """A browser login. The cookie carries a random key; only its SHA-256 is kept here.
 
     Logging out deletes the row, so a copied cookie stops working, and open sockets of that
-    login are cut: server-side state is what makes a signed cookie revocable.
+    login are cut: server-side state is what makes a signed cookie revocable. A login also ends
+    when it was not used for the idle timeout, or is older than the absolute one
+    (auth.SessionTimeouts); such rows are deleted at the next login.
     """
 
     __tablename__ = "login_sessions"
@@ -97,3 +108,5 @@ class LoginSession(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Updated at most once a minute (auth.TOUCH_EVERY), so a request is not a write each time.
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

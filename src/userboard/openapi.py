@@ -282,6 +282,22 @@ def spec() -> dict:
                     },
                 },
             },
+            "/api/logout-everywhere": {
+                "post": {
+                    "operationId": "logoutEverywhere",
+                    "summary": "End every browser login of the caller's admin, the calling one "
+                               "included; their sockets are cut within a second. API tokens "
+                               "stay (revoke them with `userboard token revoke`)",
+                    "responses": {
+                        "200": _ok("the logins ended", {
+                            "type": "object", "required": ["logins_ended"],
+                            "additionalProperties": False,
+                            "properties": {"logins_ended": {"type": "integer", "minimum": 0}}}),
+                        "401": ERRORS["401"],
+                        "403": ERRORS["403"],
+                    },
+                },
+            },
             "/api/openapi.json": {
                 "get": {
                     "operationId": "openapi",

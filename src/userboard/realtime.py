@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 
 from flask import request, session
 from flask_socketio import ConnectionRefusedError, Namespace, leave_room
@@ -77,7 +78,7 @@ def socket_admin(db, auth_payload) -> tuple[User, auth.Principal] | None:
     """The active admin behind this connection: a token in `auth`, else the login cookie."""
     if isinstance(auth_payload, dict) and "token" in auth_payload:
         return auth.token_admin(db, auth_payload["token"])
-    return auth.login_admin(db, session.get("login"))
+    return auth.login_admin(db, session.get("login"), app_state().session_timeouts)
 
 
 class UsersNamespace(Namespace):
@@ -204,17 +205,20 @@ class UsersNamespace(Namespace):
         self.views.unsubscribe(sid)
         self.socketio.server.disconnect(sid, namespace=NAMESPACE, ignore_queue=True)
 
-    def cut_principal(self, principal: auth.Principal) -> None:
+    def cut_principals(self, principals: Iterable[auth.Principal]) -> None:
+        """Cut this process's sockets of these credentials (other processes: at their next check)."""
+        ended = set(principals)
         for sid, owner in list(self.clients.items()):
-            if owner == principal:
+            if owner in ended:
                 self.cut(sid)
 
-    def revalidate(self, db) -> None:
-        """Cut sockets whose admin was disabled, demoted or deleted, or whose login ended."""
+    def revalidate(self, db, timeouts: auth.SessionTimeouts) -> None:
+        """Cut sockets whose admin was disabled, demoted or deleted, whose login ended or timed
+        out, or whose token was revoked or expired."""
         clients = dict(self.clients)
         if not clients:
             return
-        valid = auth.still_valid(db, set(clients.values()))
+        valid = auth.still_valid(db, set(clients.values()), timeouts)
         db.rollback()
         for sid, principal in clients.items():
             if principal not in valid:

@@ -83,7 +83,7 @@ def background_loop(app) -> None:
             ticks += 1
             try:
                 with state.database.session() as db:
-                    state.namespace.revalidate(db)
+                    state.namespace.revalidate(db, state.session_timeouts)
                 if ticks % HEARTBEAT_EVERY == 0:
                     state.namespace.heartbeat(state.sequencer.delivered)
                     state.views.heartbeat()

@@ -17,7 +17,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .auth import hash_password
+from .auth import end_logins, hash_password
 from .fields import EMAIL, FIELDS, PASSWORD, ROLES, STATUSES, USERNAME
 from .models import User
 
@@ -244,8 +244,13 @@ def _keep_an_admin(session: Session, user: User, values: dict | None) -> None:
         )
 
 
-def update_user(session: Session, user_id, data, expected_version=None) -> User:
-    """Change fields of a user; with `expected_version`, refuse if the row has moved on."""
+def update_user(session: Session, user_id, data, expected_version=None,
+                keep_login: int | None = None) -> User:
+    """Change fields of a user; with `expected_version`, refuse if the row has moved on.
+
+    A new password ends the user's browser logins in the same transaction, but `keep_login`
+    (the login making the change, when it is theirs); their API tokens stay.
+    """
     user = get_user(session, user_id)
     values = clean(data, partial=True)
     if expected_version is not None and expected_version != user.version:
@@ -262,6 +267,7 @@ def update_user(session: Session, user_id, data, expected_version=None) -> User:
         session.execute(update(users).where(users.c.id == user.id).values(
             password_hash=hash_password(password), updated_at=users.c.updated_at))
         session.expire(user, ["password_hash"])
+        end_logins(session, user.id, keep=keep_login)
     _commit(session)
     return user
 

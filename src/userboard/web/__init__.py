@@ -65,11 +65,12 @@ def client_strings() -> dict:
 def login_required(view):
     @wraps(view)
     def wrapper(*args, **kwargs):
-        found = auth.login_admin(get_db(), session.get("login"))
+        found = auth.login_admin(get_db(), session.get("login"), app_state().session_timeouts)
         if found is None:
-            session.pop("login", None)
+            if session.pop("login", None) is not None:
+                flash(_("Your login has ended. Please log in again."), "error")
             return redirect(url_for("web.login"))
-        g.admin = found[0]
+        g.admin, g.principal = found
         set_actor(get_db(), "session", g.admin.id, g.admin.username)
         return view(*args, **kwargs)
 
@@ -104,7 +105,7 @@ def login():
             throttle().succeeded(*keys)
             lang = session.get("lang")
             session.clear()
-            session["login"] = auth.start_login(get_db(), user)
+            session["login"] = auth.start_login(get_db(), user, app_state().session_timeouts)
             if lang:
                 session["lang"] = lang
             return redirect(url_for("web.dashboard"))
@@ -116,12 +117,33 @@ def logout():
     if CsrfOnlyForm().validate_on_submit():
         ended = auth.end_login(get_db(), session.get("login"))
         if ended is not None:  # cut this login's sockets here; other processes within a tick
-            app_state().namespace.cut_principal(ended)
-        lang = session.get("lang")
-        session.clear()
-        if lang:
-            session["lang"] = lang
+            app_state().namespace.cut_principals([ended])
+        forget_login()
     return redirect(url_for("web.login"))
+
+
+@bp.post("/logout-everywhere")
+@login_required
+def logout_everywhere():
+    """End every browser login of this admin, this one included (API tokens stay)."""
+    if not CsrfOnlyForm().validate_on_submit():
+        flash(_("The form expired. Please try again."), "error")
+        return back_to_view()
+    ended = auth.end_logins(get_db(), g.admin.id)
+    get_db().commit()
+    app_state().namespace.cut_principals(ended)  # other processes: within a tick
+    log.info("user %s logged out everywhere (%d logins)", g.admin.id, len(ended))
+    forget_login()
+    flash(_("You were logged out everywhere."), "success")
+    return redirect(url_for("web.login"))
+
+
+def forget_login() -> None:
+    """Empty the session cookie but for the chosen language."""
+    lang = session.get("lang")
+    session.clear()
+    if lang:
+        session["lang"] = lang
 
 
 @bp.get("/language/<code>")
@@ -302,7 +324,8 @@ def edit_user(user_id: int):
     version = form.version.data
     try:
         users.update_user(db, user_id, form.user_data(),
-                          expected_version=int(version) if version and version.isdigit() else -1)
+                          expected_version=int(version) if version and version.isdigit() else -1,
+                          keep_login=g.principal.credential_id)
     except users.UserError as exc:
         show_errors(form, exc)
         keep_form(form, user_id=user_id, stale=isinstance(exc, users.StaleVersion))
