@@ -1,4 +1,5 @@
-"""The `userboard` command: serve, migrate, create admins and tokens, change users.
+"""The `userboard` command: serve, migrate, create admins, manage tokens and passwords, change
+users.
 
 This module is the process entry point, and so the only place that monkey-patches with gevent,
 before anything imports socket, ssl, threading, redis or psycopg. Never import it from library
@@ -120,20 +121,123 @@ def token():
 
 @token.command("create")
 @click.argument("username")
-def token_create(username: str):
+@click.option("--label", help="What the token is for (shown by `token list`).")
+@click.option("--expires", "days", metavar="DAYS", help="Expire after DAYS days (default: never).")
+def token_create(username: str, label: str | None, days: str | None):
     """Print a new API token for an active admin (only its hash is stored)."""
-    from sqlalchemy import func, select
+    from datetime import timedelta
 
     from . import auth
-    from .models import User
+
+    expires_in = None
+    if days is not None:
+        if not (days.isascii() and days.isdigit() and 1 <= int(days) <= MAX_TOKEN_DAYS):
+            raise CliError(f"--expires takes a whole number of days from 1 to {MAX_TOKEN_DAYS},"
+                           f" not {days!r}")
+        expires_in = timedelta(days=int(days))
+    try:
+        label = auth.check_label(label)
+    except ValueError as exc:
+        raise CliError(f"--label: {exc}") from None
+    database = _open_db(_settings())
+    try:
+        with database.session() as session:
+            user = _find_user(session, username)
+            if user is None or not user.is_active_admin:
+                raise CliError(f"no active admin named {username!r}")
+            click.echo(auth.create_token(session, user, label=label, expires_in=expires_in))
+    finally:
+        database.close()
+
+
+MAX_TOKEN_DAYS = 36_500
+
+
+@token.command("list")
+@click.argument("username", required=False)
+@click.option("--json", "as_json", is_flag=True, help="A JSON array instead of a table.")
+def token_list(username: str | None, as_json: bool):
+    """List API tokens (all, or one user's): never the token itself."""
+    import json
+
+    from . import auth
 
     database = _open_db(_settings())
     try:
         with database.session() as session:
-            user = session.scalar(select(User).where(func.lower(User.username) == username.lower()))
-            if user is None or not user.is_active_admin:
-                raise CliError(f"no active admin named {username!r}")
-            click.echo(auth.create_token(session, user))
+            user_id = _user_named(session, username).id if username else None
+            tokens = auth.list_tokens(session, user_id)
+    finally:
+        database.close()
+    if as_json:
+        click.echo(json.dumps(tokens, indent=1))
+        return
+    columns = ("id", "username", "label", "created_at", "expires_at", "last_used_at")
+    # Times to the second in the table (the JSON has them whole).
+    rows = [["-" if t[c] is None else t[c][:19] + "Z" if c.endswith("_at") else str(t[c])
+             for c in columns] for t in tokens]
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+    for row in [list(columns), *rows]:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+@token.command("revoke")
+@click.argument("token_id", metavar="ID")
+def token_revoke(token_id: str):
+    """Revoke a token: it gets 401 and its sockets are cut within a second."""
+    from . import auth
+
+    if not (token_id.isascii() and token_id.isdigit() and int(token_id) < 2**63):
+        raise CliError(f"no token with id {token_id!r}")
+    database = _open_db(_settings())
+    try:
+        with database.session() as session:
+            revoked = auth.revoke_token(session, int(token_id))
+    finally:
+        database.close()
+    if revoked is None:
+        raise CliError(f"no token with id {token_id}")
+    label = f" ({revoked['label']})" if revoked["label"] else ""
+    click.echo(f"revoked token {revoked['id']}{label} of {revoked['username']}")
+
+
+def _find_user(session, username: str):
+    """The user with this name (any case), or None."""
+    from sqlalchemy import func, select
+
+    from .models import User
+
+    return session.scalar(select(User).where(func.lower(User.username) == username.lower()))
+
+
+def _user_named(session, username: str):
+    """The user with this name (any case), or a one-line error."""
+    user = _find_user(session, username)
+    if user is None:
+        raise CliError(f"no user named {username!r}")
+    return user
+
+
+@cli.command()
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the password as one line from stdin.")
+def passwd(username: str, password_stdin: bool):
+    """Set a user's password (how to recover the first admin); ends their browser logins."""
+    from . import users
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True,
+                                err=True)
+    database = _open_db(_settings())
+    try:
+        with database.session() as session:
+            user = _user_named(session, username)
+            users.update_user(session, user.id, {"password": password})
+            click.echo(f"password of {user.username} changed; their browser logins ended")
+    except users.UserError as exc:
+        raise CliError(_one_line(exc)) from None
     finally:
         database.close()
 
