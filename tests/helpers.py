@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import select as io_select
+import subprocess
 import threading
+import time
 
 import pytest
 import requests
@@ -12,7 +15,7 @@ from sqlalchemy import select
 
 from userboard import users
 from userboard.auth import create_token
-from userboard.bench.processes import UserboardProcess
+from userboard.bench.processes import PY, UserboardProcess
 from userboard.bench.processes import free_port as free_port  # re-exported: tests import it from here
 from userboard.bench.processes import run_cli as run_cli  # re-exported: tests import it from here
 from userboard.bootstrap import open_database
@@ -136,3 +139,47 @@ def issue_token(server: ServerProcess, username: str) -> str:
                 select(User).where(User.username == username)).one())
     finally:
         database.close()
+
+
+# Run by the child: make its stdin (the pseudo-terminal) its controlling terminal, so that
+# getpass reads /dev/tty from it, then become the command.
+_IN_TERMINAL = ("import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+                "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+
+
+def run_cli_in_terminal(*args, replies, cwd, env, timeout: float = 30) -> tuple[int, str]:
+    """Run the `userboard` command in a pseudo-terminal, as a person at a keyboard would.
+
+    `replies` is [(prompt, line)...]: each line is typed once its prompt has appeared. Returns
+    the exit status and everything the terminal showed (typed input too, where it echoes).
+    """
+    master, slave = os.openpty()
+    proc = subprocess.Popen([PY, "-c", _IN_TERMINAL, "-m", "userboard.cli", *args],
+                            stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=env,
+                            start_new_session=True)
+    os.close(slave)
+    shown, answered_up_to, pending = b"", 0, list(replies)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            ready, _, _ = io_select.select([master], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise TimeoutError(f"no end after {timeout} s; the terminal shows {shown!r}")
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the command ended and closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+            # A prompt counts once it is complete: getpass prints its trailing space only after
+            # switching echo off and flushing typed-ahead input, so type after that.
+            while pending and (at := shown.find(pending[0][0].encode(), answered_up_to)) >= 0:
+                answered_up_to = at + len(pending[0][0])
+                os.write(master, pending.pop(0)[1].encode() + b"\n")
+        return proc.wait(timeout=max(1.0, deadline - time.monotonic())), shown.decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)

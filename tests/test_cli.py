@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -9,7 +10,10 @@ import stat
 import pytest
 import requests
 
-from .helpers import ServerProcess, run_cli
+from userboard import auth
+from userboard.bootstrap import open_database
+
+from .helpers import ServerProcess, run_cli, run_cli_in_terminal
 
 
 @pytest.fixture
@@ -62,6 +66,86 @@ def test_token_create_prints_only_the_token(tmp_path, env):
 
 def test_token_create_for_unknown_admin_exits_1(tmp_path, env):
     assert_one_line_error(cli(tmp_path, env, "token", "create", "ghost"), "no active admin")
+
+
+def add_boss(tmp_path, env):
+    done = cli(tmp_path, env, "create-admin", "boss", "--email", "boss@example.com",
+               "--password-stdin", input="s3cret-pass\n")
+    assert done.returncode == 0, done.stderr
+
+
+def test_tokens_are_created_with_label_and_expiry_listed_and_revoked(tmp_path, env):
+    add_boss(tmp_path, env)
+    labelled = cli(tmp_path, env, "token", "create", "boss", "--label", "backup job",
+                   "--expires", "30").stdout.strip()
+    plain = cli(tmp_path, env, "token", "create", "BOSS").stdout.strip()
+    listed = cli(tmp_path, env, "token", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    tokens = json.loads(listed.stdout)
+    assert [set(t) for t in tokens] == [{"id", "username", "label", "created_at", "expires_at",
+                                         "last_used_at"}] * 2
+    first, second = tokens
+    assert (first["username"], first["label"], second["label"]) == ("boss", "backup job", None)
+    assert first["expires_at"] > first["created_at"] and second["expires_at"] is None
+    assert first["last_used_at"] is None
+    table = cli(tmp_path, env, "token", "list", "boss").stdout
+    assert table.splitlines()[0].split() == ["id", "username", "label", "created_at",
+                                             "expires_at", "last_used_at"]
+    assert "backup job" in table and len(table.splitlines()) == 3
+    for secret in (labelled, plain, auth._digest(labelled), auth._digest(plain)):
+        assert secret not in listed.stdout + table  # never the token, never its hash
+
+    done = cli(tmp_path, env, "token", "revoke", str(first["id"]))
+    assert done.returncode == 0 and "backup job" in done.stdout
+    assert [t["id"] for t in json.loads(cli(tmp_path, env, "token", "list", "--json").stdout)] \
+        == [second["id"]]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("token", "create", "boss", "--expires", "0"), "--expires takes a whole number of days"),
+    (("token", "create", "boss", "--expires", "ten"), "--expires takes a whole number of days"),
+    (("token", "create", "boss", "--label", "x" * 101), "--label: a label is at most 100"),
+    (("token", "create", "nobody"), "no active admin named 'nobody'"),
+    (("token", "list", "nobody"), "no user named 'nobody'"),
+    (("token", "revoke", "12"), "no token with id 12"),
+    (("token", "revoke", "3x"), "no token with id '3x'"),
+    (("passwd", "nobody", "--password-stdin"), "no user named 'nobody'"),
+])
+def test_token_and_passwd_bad_input_exits_1(tmp_path, env, args, message):
+    assert_one_line_error(cli(tmp_path, env, *args, input="long-enough-1\n"), message)
+
+
+def password_works(env, username: str, password: str) -> bool:
+    database = open_database(env["USERBOARD_DATABASE_URL"])
+    try:
+        with database.session() as session:
+            return auth.authenticate(session, username, password) is not None
+    finally:
+        database.close()
+
+
+def test_passwd_prompts_twice_in_a_terminal_and_never_echoes(tmp_path, env):
+    add_boss(tmp_path, env)
+    status, shown = run_cli_in_terminal(
+        "passwd", "boss", cwd=tmp_path, env=env,
+        replies=[("New password: ", "first-try-1"), ("Repeat for confirmation: ", "typo-try-1"),
+                 ("New password: ", "brand-new-pass"),
+                 ("Repeat for confirmation: ", "brand-new-pass")])
+    assert status == 0, shown
+    assert "do not match" in shown and "password of boss changed" in shown
+    assert "brand-new-pass" not in shown and "first-try-1" not in shown
+    assert password_works(env, "boss", "brand-new-pass")
+    assert not password_works(env, "boss", "s3cret-pass")
+
+
+def test_passwd_from_stdin_follows_the_password_rules(tmp_path, env):
+    add_boss(tmp_path, env)
+    assert_one_line_error(cli(tmp_path, env, "passwd", "boss", "--password-stdin",
+                              input="short\n"), "password: must be 8-256 characters")
+    assert password_works(env, "boss", "s3cret-pass")
+    done = cli(tmp_path, env, "passwd", "Boss", "--password-stdin", input="from stdin 1\n")
+    assert done.returncode == 0, done.stderr
+    assert password_works(env, "boss", "from stdin 1")
 
 
 def test_bad_usage_exits_2(tmp_path, env):

@@ -151,7 +151,7 @@ def test_logs_record_refusals_and_failed_logins_but_no_secrets(guarded):
                     wait_timeout=5)
     handshake(guarded, "https://evil.example")
     expected = ("failed login for 'root'", "refused socket from", "refused socket handshake from origin",
-                "invalid or revoked token")
+                "invalid, revoked or expired token")
     deadline = time.monotonic() + 5
     while not all(line in "".join(guarded.output) for line in expected):
         assert time.monotonic() < deadline, [line for line in expected
