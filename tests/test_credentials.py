@@ -17,6 +17,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+import requests
 import socketio
 from sqlalchemy import select, update
 
@@ -29,7 +30,7 @@ from userboard.migrations import alembic_config, upgrade
 from userboard.models import ApiToken, LoginSession, User
 
 from .helpers import ADMIN_PASSWORD, issue_token
-from .inprocess import PASSWORD
+from .inprocess import PASSWORD, csrf_of
 
 # -- on the real server ---------------------------------------------------------------------
 
@@ -187,6 +188,35 @@ def test_passwd_ends_the_users_logins_and_publishes_no_event(server, sockets):
     server.login(admin["username"], "a-new-password")
     history = server.api().get(f"{server.url}/api/users/{admin['id']}/history").json()["events"]
     assert [e["event"] for e in history] == ["user_added"]  # a password is no event
+
+
+def test_logins_and_password_changes_at_once_all_succeed(server):
+    """Hashes wait in a thread pool while other requests commit: on SQLite no transaction may
+    be open across that wait, or its write fails ("database is locked")."""
+    admins, others = [new_admin(server) for _ in range(3)], [new_admin(server) for _ in range(3)]
+    browsers = []
+    for admin in admins:
+        for _ in range(3):
+            http = requests.Session()
+            browsers.append((http, admin, csrf_of(http.get(server.url + "/login").text)))
+    answers: list[int] = []
+
+    def log_in(http, admin, csrf):
+        answers.append(http.post(server.url + "/login", allow_redirects=False, data={
+            "username": admin["username"], "password": ADMIN_PASSWORD, "csrf_token": csrf},
+        ).status_code)
+
+    def change_password(admin):
+        answers.append(server.api().patch(f"{server.url}/api/users/{admin['id']}",
+                                          json={"password": "another-pass-1"}).status_code)
+
+    threads = [threading.Thread(target=log_in, args=b) for b in browsers]
+    threads += [threading.Thread(target=change_password, args=(a,)) for a in others]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(answers) == [200] * len(others) + [302] * len(browsers)
 
 
 # -- in process -------------------------------------------------------------------------------

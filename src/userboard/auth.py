@@ -58,12 +58,26 @@ _DUMMY_HASH = generate_password_hash("not-a-real-password")
 
 
 def hash_password(password: str) -> str:
+    """A new password's hash. Call `end_transaction` first when a session is open."""
     return HASHING.run(generate_password_hash, password)  # scrypt, werkzeug's default
 
 
+def end_transaction(session: Session) -> None:
+    """Commit the session's transaction, if one is open, before hashing a password.
+
+    Other greenlets commit while one waits for its hash, and on SQLite a transaction that read
+    before such a commit can no longer write ("database is locked"): no transaction may stay
+    open across a hash. (expire_on_commit is off: loaded objects keep their values.)
+    """
+    if session.in_transaction():
+        session.commit()
+
+
 def authenticate(session: Session, username: str, password: str) -> User | None:
-    """Return the active admin with these credentials, or None."""
+    """Return the active admin with these credentials, or None. Ends the session's transaction:
+    call it with nothing pending."""
     user = session.scalar(select(User).where(func.lower(User.username) == username.lower()))
+    end_transaction(session)
     if user is None or user.password_hash is None:
         HASHING.run(check_password_hash, _DUMMY_HASH, password)
         return None

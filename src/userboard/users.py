@@ -17,7 +17,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .auth import end_logins, hash_password
+from .auth import end_logins, end_transaction, hash_password
 from .fields import EMAIL, FIELDS, PASSWORD, ROLES, STATUSES, USERNAME
 from .models import User
 
@@ -194,13 +194,32 @@ def list_users(session: Session) -> Iterator[User]:
         select(User).order_by(User.id).execution_options(yield_per=1000))
 
 
+def _hash_new_password(session: Session, data) -> str | None:
+    """The hash of a valid new password in `data`, made before the write reads anything.
+
+    What the session holds is committed first (auth.end_transaction): the hash runs off the
+    gevent loop, and a transaction must not stay open while others commit. An invalid password
+    is not hashed; `clean` reports it.
+    """
+    password = data.get("password") if isinstance(data, dict) else None
+    try:
+        password = _check_password(password) if isinstance(password, str) else None
+    except ValueError:
+        return None
+    if password is None:
+        return None
+    end_transaction(session)
+    return hash_password(password)
+
+
 def create_user(session: Session, data) -> User:
     values = clean(data, partial=False)
+    password_hash = _hash_new_password(session, data)
     _check_unique(session, values)
-    password = values.pop("password", None)
+    values.pop("password", None)
     user = User(**values)
-    if password is not None:
-        user.password_hash = hash_password(password)
+    if password_hash is not None:
+        user.password_hash = password_hash
     session.add(user)
     _commit(session)
     return user
@@ -249,23 +268,25 @@ def update_user(session: Session, user_id, data, expected_version=None,
     """Change fields of a user; with `expected_version`, refuse if the row has moved on.
 
     A new password ends the user's browser logins in the same transaction, but `keep_login`
-    (the login making the change, when it is theirs); their API tokens stay.
+    (the login making the change, when it is theirs); their API tokens stay. Commits what the
+    session holds before hashing a new password (see `_hash_new_password`).
     """
+    password_hash = _hash_new_password(session, data)
     user = get_user(session, user_id)
     values = clean(data, partial=True)
     if expected_version is not None and expected_version != user.version:
         raise StaleVersion(user.to_dict())
     _keep_an_admin(session, user, values)
     _check_unique(session, values, user.id)
-    password = values.pop("password", None)
+    values.pop("password", None)
     for key, value in values.items():
         setattr(user, key, value)
-    if password is not None:
+    if password_hash is not None:
         # A statement of its own, leaving version and updated_at alone: a password is nothing
         # a client sees, so it is no event, and views sorted by updated_at must not move.
         users = User.__table__
         session.execute(update(users).where(users.c.id == user.id).values(
-            password_hash=hash_password(password), updated_at=users.c.updated_at))
+            password_hash=password_hash, updated_at=users.c.updated_at))
         session.expire(user, ["password_hash"])
         end_logins(session, user.id, keep=keep_login)
     _commit(session)
