@@ -68,16 +68,38 @@ class BaselineServer(PushTarget):
 
 
 def start_userboard(workdir: Path, database_url: str | None = None,
-                    extra_env=None) -> InstrumentedServer:
-    """A served userboard with an admin "bench" and its API token."""
+                    extra_env=None, seed_in_process: bool = False) -> InstrumentedServer:
+    """A served userboard with an admin "bench" and its API token: made by the CLI, or (quicker,
+    two processes fewer) by this process."""
     workdir.mkdir(parents=True, exist_ok=True)
     env = {"USERBOARD_SECRET_KEY": "bench", **(extra_env or {})}
     if database_url:
         env["USERBOARD_DATABASE_URL"] = database_url
     server = InstrumentedServer(workdir, env)
-    server.setup_admin("bench", ADMIN_PASSWORD)
+    if seed_in_process:
+        server.token = seed_admin(server.env["USERBOARD_DATABASE_URL"], "bench", ADMIN_PASSWORD)
+    else:
+        server.setup_admin("bench", ADMIN_PASSWORD)
     server.start(timeout=60)
     return server
+
+
+def seed_admin(url: str, username: str, password: str) -> str:
+    """Migrate, add an active admin, return a new API token of theirs."""
+    from ..auth import create_token
+    from ..bootstrap import open_database
+    from ..migrations import upgrade
+    from ..users import create_user
+
+    upgrade(url)
+    database = open_database(url)
+    try:
+        with database.session() as session:
+            admin = create_user(session, {"username": username, "email": f"{username}@example.com",
+                                          "role": "admin", "password": password})
+            return create_token(session, admin)
+    finally:
+        database.close()
 
 
 class LoadGens:

@@ -3,7 +3,8 @@
 The benchmark needs commit-to-client latency: a client's arrival time minus the moment the
 commit returned in the server. This entry point builds the normal app and server and adds one
 more publisher that notes `time.monotonic_ns()` per seq, readable at GET /bench/commit-times.
-Everything else is exactly what `userboard serve` runs.
+POST /bench/hashing {"threads": N} sets how many threads hash passwords (0: on the gevent loop,
+the logins section's baseline). Everything else is exactly what `userboard serve` runs.
 
     python -m userboard.bench.instrumented --port 5100
 """
@@ -15,8 +16,9 @@ monkey.patch_all()
 import argparse  # noqa: E402
 import time  # noqa: E402
 
-from flask import jsonify  # noqa: E402
+from flask import jsonify, request  # noqa: E402
 
+from userboard import auth  # noqa: E402
 from userboard.app import create_app  # noqa: E402
 from userboard.config import Settings  # noqa: E402
 from userboard.extension import app_state  # noqa: E402
@@ -49,6 +51,11 @@ def main() -> None:
     @app.get("/bench/commit-times")
     def commit_times():
         return jsonify(clock.times)
+
+    @app.post("/bench/hashing")
+    def hashing():
+        auth.HASHING.threads = int(request.get_json()["threads"])
+        return jsonify(threads=auth.HASHING.threads)
 
     serve(app, "127.0.0.1", args.port)
 

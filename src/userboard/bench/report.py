@@ -76,6 +76,15 @@ def summarize(r: dict) -> list[dict]:
             cost = result["trigger_cost"]
             row(f"triggers on an outside UPDATE, per row ({db})", cost["logged"], cost["skipped"],
                 "stated", None, "us")
+    if "logins" in r:
+        lg = r["logins"]
+        quiet, off, on = lg["no_logins"], lg["logins_off_loop"], lg["logins_on_loop"]
+        what = f"{lg['logins']} logins at once, {lg['clients']} clients"
+        for q in ("p50", "p99"):
+            row(f"socket latency {q} during {what}, hashing off the loop (baseline: no logins)",
+                off[f"{q}_ms"], quiet[f"{q}_ms"], "-", None, "ms")
+        row(f"socket latency p99 during {what}, hashing on the loop (before; baseline: off it)",
+            on["p99_ms"], off["p99_ms"], "off the loop lower", off["p99_ms"] < on["p99_ms"], "ms")
     return rows
 
 

@@ -1,4 +1,4 @@
-"""The benchmark run: six sections, each figure beside a baseline measured in the same run.
+"""The benchmark run: eight sections, each figure beside a baseline measured in the same run.
 
 1. latency     (latency.py) commit-to-client latency with 1, 100 and 1,000 clients, one write at
                a time; baseline: a bare Flask-SocketIO broadcast of an equal payload (no database)
@@ -14,6 +14,10 @@
 6. views       (views.py) views at a million users on SQLite and PostgreSQL: bulk seeding, the
                dashboard page and view changes over HTTP beside OFFSET / LIKE-scan / count(*)
                SQL; live views beside whole-table events; memory per view
+7. outside     (outside.py) writes made outside userboard (plain SQL) to a connected client;
+               baseline: the same change through the API
+8. logins      (logins.py) socket latency during a burst of logins; baselines: no logins, and
+               the same burst with password hashing on the gevent loop
 
 Servers, load generators and writers are in harness.py; the summary table and plot in report.py.
 """
@@ -28,6 +32,7 @@ from .common import FULL, QUICK, SECTION_NAMES, log, machine, reachable_services
 from .connections import section_connections
 from .fanout import section_fanout
 from .latency import section_latency
+from .logins import section_logins
 from .outside import section_outside
 from .poller import section_poller
 from .report import summarize
@@ -36,7 +41,7 @@ from .write_cost import section_write_cost
 
 SECTIONS = dict(zip(SECTION_NAMES, (section_latency, section_fanout, section_connections,
                                     section_write_cost, section_poller, section_views,
-                                    section_outside), strict=True))
+                                    section_outside, section_logins), strict=True))
 
 
 def run(quick: bool = False, clients: int | None = None, sections: tuple[str, ...] = (),
