@@ -141,6 +141,8 @@ def update_user(user_id: int):
     db = get_db()
     body = json_body()
     version = body.pop("version", None)
+    if isinstance(version, float) and version.is_integer():  # JSON has one number type
+        version = int(version)
     if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
         raise ApiError("bad_request", "version must be an integer", {"version": "must be an integer"})
     keep = g.principal.credential_id if g.principal.kind == "session" else None
