@@ -397,11 +397,11 @@ HASHING_PROBE = textwrap.dedent("""
 """)
 
 
-def test_password_hashing_runs_off_the_gevent_loop_two_at_a_time():
+def test_password_hashing_runs_off_the_gevent_loop_a_bounded_number_at_a_time():
     done = subprocess.run([sys.executable, "-c", HASHING_PROBE], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["ticks"]["in the pool"] > 0  # the loop went on while the hash ran
     assert result["ticks"]["on the loop"] == 0  # the probe can tell: on the loop, nothing ran
-    assert result["most_at_once"] == auth.HASHING.threads == 2
+    assert result["most_at_once"] == auth.HASHING.threads  # half the cores, at most 4
