@@ -14,6 +14,7 @@ import sys
 import textwrap
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -217,6 +218,25 @@ def test_logins_and_password_changes_at_once_all_succeed(server):
     for thread in threads:
         thread.join(30)
     assert sorted(answers) == [200] * len(others) + [302] * len(browsers)
+
+
+def test_concurrent_api_writes_never_find_the_database_locked(server):
+    """A credential check ends its read transaction; on SQLite a request that read, then
+    waited for its body while others committed, could no longer write (a 500, once in about
+    a hundred writes from 32 clients before)."""
+    user = server.api().post(server.url + "/api/users", json={
+        "username": f"busy_{uuid.uuid4().hex[:6]}", "email": "busy@example.com"}).json()["user"]
+    local = threading.local()
+
+    def write(i: int) -> int:
+        if not hasattr(local, "http"):
+            local.http = server.api()
+        return local.http.patch(f"{server.url}/api/users/{user['id']}",
+                                json={"email": f"busy{i}@example.com"}).status_code
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        statuses = list(pool.map(write, range(400)))
+    assert statuses == [200] * 400
 
 
 # -- in process -------------------------------------------------------------------------------

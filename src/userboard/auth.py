@@ -177,12 +177,14 @@ def _admin_by_secret(session: Session, secret, credential, hash_column, kind: st
 
 
 def _touch(session: Session, credential, column: str, now: datetime) -> None:
-    """Note a credential's use, unless that was noted less than TOUCH_EVERY ago."""
+    """Note a credential's use (unless that was noted less than TOUCH_EVERY ago), and end the
+    transaction of the check: the request's own work starts on a fresh snapshot, so a wait
+    before it writes (reading the request's body, a hash) cannot leave it unable to write on
+    SQLite."""
     last = getattr(credential, column)
-    if last is not None and now - last < TOUCH_EVERY:
-        return
-    setattr(credential, column, now)
-    session.commit()
+    if last is None or now - last >= TOUCH_EVERY:
+        setattr(credential, column, now)
+    end_transaction(session)
 
 
 def login_admin(session: Session, key, timeouts: SessionTimeouts = DEFAULT_TIMEOUTS,
