@@ -4,10 +4,10 @@ on the gevent loop. One server, one run: only the hashing threads change between
 (instrumented.py's POST /bench/hashing).
 
 Each login is a real POST /login with the right password: one scrypt hash (about 100 ms of CPU)
-and a login row. Meanwhile one writer PATCHes a user every `gap` seconds and connected clients
-record each event; latency runs from just before the write request is sent to the client's
-arrival (a stalled loop delays the write's request as much as its delivery), with
-commit-to-client beside it.
+and a login row. Meanwhile a user is PATCHed every `gap` seconds (open loop: see
+OpenLoopWriter) and connected clients record each event. Latency runs from when the write was
+due to the client's arrival (a stalled loop delays the write's request as much as its
+delivery), with commit-to-client beside it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 import threading
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
@@ -58,25 +60,51 @@ class LoginBurst:
         return any(thread.is_alive() for thread in self._threads)
 
 
-def write_while(writer: UserboardWriter, busy, gap: float, at_least: int) -> dict[int, int]:
-    """Write every `gap` s while `busy()` (and at least `at_least` times): seq -> send time."""
-    sends = {}
-    while busy() or len(sends) < at_least:
-        started = now_ns()
-        sends[writer.write()] = started
-        time.sleep(gap)
-    return sends
+class OpenLoopWriter:
+    """PATCHes one user's email every `gap` seconds, whether or not earlier writes were answered.
+
+    A writer that waits for each answer sends nothing while the server's loop is stalled, so the
+    stall would hide from the figures (coordinated omission). Each write's latency counts from
+    when it was due, even if every sending thread was still waiting.
+    """
+
+    def __init__(self, server, user: dict):
+        self.server, self.user = server, user
+        self._local = threading.local()
+
+    def _write(self, due: int) -> tuple[int, int]:
+        if not hasattr(self._local, "http"):
+            self._local.http = requests.Session()
+            self._local.http.headers["Authorization"] = f"Bearer {self.server.token}"
+        # A new email every time: every write is an event of its own.
+        email = f"{self.user['username']}-{uuid.uuid4().hex[:12]}@example.com"
+        answer = self._local.http.patch(f"{self.server.url}/api/users/{self.user['id']}",
+                                        json={"email": email}, timeout=60)
+        answer.raise_for_status()
+        return answer.json()["seq"], due
+
+    def write_while(self, busy, gap: float, at_least: int) -> dict[int, int]:
+        """Write every `gap` s while `busy()`, and at least `at_least` times: seq -> when due."""
+        futures = []
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            next_at = time.monotonic()
+            while busy() or len(futures) < at_least:
+                futures.append(pool.submit(self._write, now_ns()))
+                next_at += gap
+                time.sleep(max(0.0, next_at - time.monotonic()))
+            return dict(future.result() for future in futures)
 
 
-def phase(server, writer, logins: int | None, threads: int, gap: float, at_least: int) -> dict:
+def phase(server, writer: OpenLoopWriter, logins: int | None, threads: int, gap: float,
+          at_least: int) -> dict:
     """One phase: `logins` logins at once (None: none) with `threads` hashing threads."""
     requests.post(server.url + "/bench/hashing", json={"threads": threads}, timeout=30)
     if logins is None:
-        return {"sends": write_while(writer, lambda: False, gap, at_least), "logins": 0}
+        return {"sends": writer.write_while(lambda: False, gap, at_least), "logins": 0}
     burst = LoginBurst(server.url, logins)
     started = time.monotonic()
     burst.start()
-    sends = write_while(writer, burst.running, gap, 1)
+    sends = writer.write_while(burst.running, gap, 1)
     return {"sends": sends, "logins": logins, "failed": burst.failed,
             "burst_s": round(time.monotonic() - started, 3)}
 
@@ -84,8 +112,9 @@ def phase(server, writer, logins: int | None, threads: int, gap: float, at_least
 def section_logins(cfg, tmp: Path) -> dict:
     server = start_userboard(tmp / "logins", seed_in_process=True)
     try:
-        writer = UserboardWriter(server)
-        writer.write()
+        target = UserboardWriter(server)
+        target.write()
+        writer = OpenLoopWriter(server, target.user)
         gens = LoadGens(server, cfg["logins_clients"])
         gap, n = cfg["logins_gap"], cfg["logins"]
         threads = cfg.get("logins_threads", HASHING.threads)
