@@ -24,7 +24,7 @@ QUICK = {
     "views_users": 2_000, "views_reps": 5, "views_live_clients": 5, "views_live_writes": 5,
     "views_idle_clients": 10,
     "outside_clients": 2, "outside_writes": 3, "outside_rows": 200,
-    "logins": 4, "logins_clients": 3, "logins_gap": 0.01,
+    "logins": 4, "logins_clients": 3, "logins_gap": 0.02,
 }
 FULL = {
     "latency_clients": [1, 100, 1000], "writes": 200,
@@ -35,7 +35,7 @@ FULL = {
     "views_users": 1_000_000, "views_reps": 200, "views_live_clients": 100,
     "views_live_writes": 200, "views_idle_clients": 1000,
     "outside_clients": 10, "outside_writes": 50, "outside_rows": 10_000,
-    "logins": 20, "logins_clients": 100, "logins_gap": 0.01,
+    "logins": 20, "logins_clients": 100, "logins_gap": 0.05,
 }
 
 
