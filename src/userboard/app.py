@@ -33,6 +33,7 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         ALLOWED_ORIGINS=settings.allowed_origins,
         SECURE_COOKIES=settings.secure_cookies,
         CHANGE_LOG_SIZE=settings.change_log_size,
+        HEARTBEAT_SECONDS=settings.heartbeat_seconds,
         SECRET_KEY=settings.secret_key,
         SOCKETIO_ASYNC_MODE="gevent",
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,

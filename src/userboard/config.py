@@ -9,6 +9,8 @@ USERBOARD_CHANGE_LOG_SIZE  how many recent events the change log keeps (default 
 USERBOARD_ALLOWED_ORIGINS  other origins whose pages may open the socket, comma-separated
                            (e.g. https://admin.example.com); the server's own is always allowed
 USERBOARD_SECURE_COOKIES   auto (default: Secure when the request came over https), true, false
+USERBOARD_HEARTBEAT_SECONDS how often every socket is told the latest seq (default 2): the longest a
+                           client that missed an event goes without noticing
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Settings:
     change_log_size: int
     allowed_origins: tuple[str, ...] = ()
     secure_cookies: str = "auto"
+    heartbeat_seconds: float = 2.0
 
     @classmethod
     def from_env(cls, env=None) -> Settings:
@@ -52,7 +55,16 @@ class Settings:
         secure = env.get("USERBOARD_SECURE_COOKIES", "auto").lower()
         if secure not in ("auto", "true", "false"):
             raise ConfigError(f"USERBOARD_SECURE_COOKIES must be auto, true or false, not {secure!r}")
+        heartbeat = env.get("USERBOARD_HEARTBEAT_SECONDS", "2")
+        try:
+            heartbeat_seconds = float(heartbeat)
+        except ValueError:
+            heartbeat_seconds = -1.0
+        if not 0.05 <= heartbeat_seconds <= 60:
+            raise ConfigError("USERBOARD_HEARTBEAT_SECONDS must be a number of seconds from 0.05 to 60, "
+                              f"not {heartbeat!r}")
         return cls(
+            heartbeat_seconds=heartbeat_seconds,
             allowed_origins=origins,
             secure_cookies=secure,
             database_url=env.get("USERBOARD_DATABASE_URL") or DEFAULT_DATABASE_URL,

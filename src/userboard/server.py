@@ -59,13 +59,12 @@ def ensure_first_admin(app) -> str | None:
 
 
 TICK = 0.5  # seconds between change-log polls and credential checks
-HEARTBEAT_EVERY = 4  # ticks: the latest seq goes to every client every 2 s
 
 
 def background_loop(app) -> None:
     """Start the server's greenlets: the sequencer's change-log relay (woken by NOTIFY on
-    PostgreSQL, by gaps, and every tick), the view engine, and a loop that cuts sockets whose
-    credential ended and sends heartbeats."""
+    PostgreSQL, by gaps, and every tick), the view engine, a loop that cuts sockets whose
+    credential ended, and the heartbeats (every HEARTBEAT_SECONDS)."""
     state = app_state(app)
 
     def relay():
@@ -77,18 +76,22 @@ def background_loop(app) -> None:
                 log.exception("change-log relay failed; retrying")
 
     def run():
-        ticks = 0
         while True:
             gevent.sleep(TICK)
-            ticks += 1
             try:
                 with state.database.session() as db:
                     state.namespace.revalidate(db)
-                if ticks % HEARTBEAT_EVERY == 0:
-                    state.namespace.heartbeat(state.sequencer.delivered)
-                    state.views.heartbeat()
             except Exception:  # a database hiccup must not end the loop
                 log.exception("background loop failed; retrying")
+
+    def heartbeats():
+        while True:
+            gevent.sleep(app.config["HEARTBEAT_SECONDS"])
+            try:
+                state.namespace.heartbeat(state.sequencer.delivered)
+                state.views.heartbeat()
+            except Exception:  # a database hiccup must not end the loop
+                log.exception("heartbeat failed; retrying")
 
     def wake_all():
         state.sequencer.wake()
@@ -96,6 +99,7 @@ def background_loop(app) -> None:
 
     state.socketio.start_background_task(relay)
     state.socketio.start_background_task(run)
+    state.socketio.start_background_task(heartbeats)
     state.socketio.start_background_task(state.views.run, TICK)
     if state.database.engine.dialect.name == "postgresql":
         state.socketio.start_background_task(listen_for_commits, state.database.engine.url, wake_all)
