@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask
 from flask_socketio import SocketIO
 from flask_wtf.csrf import generate_csrf
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import errors, extension, i18n, security
 from .api import bp as api_bp
@@ -32,6 +33,7 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         CHANNEL=settings.channel,
         ALLOWED_ORIGINS=settings.allowed_origins,
         SECURE_COOKIES=settings.secure_cookies,
+        PROXY_HOPS=settings.proxy_hops,
         CHANGE_LOG_SIZE=settings.change_log_size,
         SECRET_KEY=settings.secret_key,
         SOCKETIO_ASYNC_MODE="gevent",
@@ -75,6 +77,12 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         **queue_options,
     )
     socketio.on_namespace(namespace)
+    if app.config["PROXY_HOPS"]:
+        # Around what the server calls, Flask-SocketIO's middleware included: pages, the API and
+        # every Engine.IO request (origin check, socket handlers) see the client's address,
+        # scheme and host.
+        hops = app.config["PROXY_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     queue = socketio if app.config["MESSAGE_QUEUE"] else None
     database.capture.publishers.append(QueuedEmitter(SequencedEmitter(sequencer, queue)))
     database.capture.publishers.append(engine)  # wakes it: views follow this process's commits

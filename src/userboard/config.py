@@ -9,6 +9,10 @@ USERBOARD_CHANGE_LOG_SIZE  how many recent events the change log keeps (default 
 USERBOARD_ALLOWED_ORIGINS  other origins whose pages may open the socket, comma-separated
                            (e.g. https://admin.example.com); the server's own is always allowed
 USERBOARD_SECURE_COOKIES   auto (default: Secure when the request came over https), true, false
+USERBOARD_PROXY_HOPS       how many reverse proxies in front of the server to trust (default 0):
+                           the client address, scheme and host are taken from the last N values
+                           of X-Forwarded-For, -Proto and -Host. It must equal the real number of
+                           proxies: with more, a client can spoof its address (docs/security.md)
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class Settings:
     change_log_size: int
     allowed_origins: tuple[str, ...] = ()
     secure_cookies: str = "auto"
+    proxy_hops: int = 0
 
     @classmethod
     def from_env(cls, env=None) -> Settings:
@@ -52,7 +57,11 @@ class Settings:
         secure = env.get("USERBOARD_SECURE_COOKIES", "auto").lower()
         if secure not in ("auto", "true", "false"):
             raise ConfigError(f"USERBOARD_SECURE_COOKIES must be auto, true or false, not {secure!r}")
+        hops = env.get("USERBOARD_PROXY_HOPS", "0").strip()
+        if not hops.isdigit() or not hops.isascii():
+            raise ConfigError(f"USERBOARD_PROXY_HOPS must be 0 or a positive integer, not {hops!r}")
         return cls(
+            proxy_hops=int(hops),
             allowed_origins=origins,
             secure_cookies=secure,
             database_url=env.get("USERBOARD_DATABASE_URL") or DEFAULT_DATABASE_URL,
