@@ -9,13 +9,13 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import errors, extension, i18n, security
 from .api import bp as api_bp
-from .auth import LoginThrottle
 from .bootstrap import open_database
 from .config import Settings, load_or_create_secret_key, secret_key_path
 from .extension import Userboard
 from .publish import QueuedEmitter, sequenced_redis_manager
 from .realtime import UsersNamespace
 from .relay import SequencedEmitter, Sequencer
+from .throttle import LoginThrottle, RedisLoginThrottle
 from .viewengine import ViewEngine
 from .views import Cursors
 from .web import bp as web_bp
@@ -86,9 +86,13 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
     queue = socketio if app.config["MESSAGE_QUEUE"] else None
     database.capture.publishers.append(QueuedEmitter(SequencedEmitter(sequencer, queue)))
     database.capture.publishers.append(engine)  # wakes it: views follow this process's commits
+    if app.config["MESSAGE_QUEUE"]:  # several processes: they share the count of failed logins
+        throttle = RedisLoginThrottle(app.config["MESSAGE_QUEUE"], prefix=app.config["CHANNEL"])
+    else:
+        throttle = LoginThrottle()
     app.extensions[extension.KEY] = Userboard(
         database=database, socketio=socketio, namespace=namespace, sequencer=sequencer,
-        login_throttle=LoginThrottle(), cursors=cursors, views=engine,
+        login_throttle=throttle, cursors=cursors, views=engine,
     )
 
     app.jinja_env.globals["csrf_token"] = generate_csrf
