@@ -72,9 +72,10 @@ def _meta_csrf(html: str) -> str:
 class LiveClient:
     """A python-socketio client on /users that records every event it receives."""
 
-    def __init__(self, url: str, auth=None, headers=None, transports=("websocket",)):
+    def __init__(self, url: str, auth=None, headers=None, transports=("websocket",), **options):
+        """`options` go to socketio.Client (e.g. `http_session`: its cookies and TLS settings)."""
         self.url, self.auth, self.headers, self.transports = url, auth, headers, list(transports)
-        self.sio = socketio.Client(reconnection=False)
+        self.sio = socketio.Client(reconnection=False, **options)
         self.received: list[tuple[str, dict]] = []
         self._cond = threading.Condition()
         for name in EVENT_NAMES:

@@ -16,10 +16,11 @@ import requests
 import socketio
 import websocket
 
+from userboard.config import ConfigError, Settings
 from userboard.events import NAMESPACE
 
 from .helpers import ADMIN_PASSWORD, ServerProcess, seed_admin
-from .inprocess import InProcess
+from .inprocess import InProcess, csrf_of
 
 
 def handshake(server, origin=None):
@@ -56,6 +57,40 @@ def test_websocket_handshake_from_another_origin_is_refused(guarded):
     ws = websocket.create_connection(url, origin=guarded.url, timeout=5)
     assert ws.recv().startswith("0{")
     ws.close()
+
+
+def test_forwarded_headers_are_ignored_without_proxy_hops(guarded):
+    spoofed = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example",
+               "X-Forwarded-For": "10.9.8.7"}
+    answer = requests.get(guarded.url + "/socket.io/?EIO=4&transport=polling",
+                          headers={"Origin": "https://evil.example", **spoofed})
+    assert answer.status_code == 400
+    assert "Secure" not in session_cookie(requests.get(guarded.url + "/login", headers=spoofed))
+
+
+def test_proxy_hops_take_address_scheme_and_host_from_the_proxys_values(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="userboard")
+    site = InProcess(tmp_path, PROXY_HOPS=1)
+    try:
+        client = site.new_client()
+        page = client.get("/login", headers={"X-Forwarded-Proto": "https",
+                                             "X-Forwarded-Host": "users.example.com"})
+        assert "Secure" in session_cookie(page)
+        # The client wrote the first value; the one proxy appended the address it saw.
+        client.post("/login", headers={"X-Forwarded-For": "6.6.6.6, 10.20.30.40"},
+                    data={"username": "root", "password": "wrong-password",
+                          "csrf_token": csrf_of(page.text)})
+    finally:
+        site.close()
+    assert any("failed login for 'root' from 10.20.30.40" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("value", ["-1", "one", "1.5", "\u00b2", "2 hops"])
+def test_proxy_hops_must_be_a_whole_number(value):
+    with pytest.raises(ConfigError, match="USERBOARD_PROXY_HOPS"):
+        Settings.from_env({"USERBOARD_PROXY_HOPS": value})
+    assert Settings.from_env({"USERBOARD_PROXY_HOPS": "2"}).proxy_hops == 2
+    assert Settings.from_env({}).proxy_hops == 0
 
 
 def test_star_is_not_an_allowed_origin(tmp_path):

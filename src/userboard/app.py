@@ -5,16 +5,17 @@ from __future__ import annotations
 from flask import Flask
 from flask_socketio import SocketIO
 from flask_wtf.csrf import generate_csrf
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import errors, extension, i18n, security
 from .api import bp as api_bp
-from .auth import LoginThrottle
 from .bootstrap import open_database
 from .config import Settings, load_or_create_secret_key, secret_key_path
 from .extension import Userboard
 from .publish import QueuedEmitter, sequenced_redis_manager
 from .realtime import UsersNamespace
 from .relay import SequencedEmitter, Sequencer
+from .throttle import LoginThrottle, RedisLoginThrottle
 from .viewengine import ViewEngine
 from .views import Cursors
 from .web import bp as web_bp
@@ -32,6 +33,7 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         CHANNEL=settings.channel,
         ALLOWED_ORIGINS=settings.allowed_origins,
         SECURE_COOKIES=settings.secure_cookies,
+        PROXY_HOPS=settings.proxy_hops,
         CHANGE_LOG_SIZE=settings.change_log_size,
         HEARTBEAT_SECONDS=settings.heartbeat_seconds,
         SECRET_KEY=settings.secret_key,
@@ -76,12 +78,22 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         **queue_options,
     )
     socketio.on_namespace(namespace)
+    if app.config["PROXY_HOPS"]:
+        # Around what the server calls, Flask-SocketIO's middleware included: pages, the API and
+        # every Engine.IO request (origin check, socket handlers) see the client's address,
+        # scheme and host.
+        hops = app.config["PROXY_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     queue = socketio if app.config["MESSAGE_QUEUE"] else None
     database.capture.publishers.append(QueuedEmitter(SequencedEmitter(sequencer, queue)))
     database.capture.publishers.append(engine)  # wakes it: views follow this process's commits
+    if app.config["MESSAGE_QUEUE"]:  # several processes: they share the count of failed logins
+        throttle = RedisLoginThrottle(app.config["MESSAGE_QUEUE"], prefix=app.config["CHANNEL"])
+    else:
+        throttle = LoginThrottle()
     app.extensions[extension.KEY] = Userboard(
         database=database, socketio=socketio, namespace=namespace, sequencer=sequencer,
-        login_throttle=LoginThrottle(), cursors=cursors, views=engine,
+        login_throttle=throttle, cursors=cursors, views=engine,
     )
 
     app.jinja_env.globals["csrf_token"] = generate_csrf

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -126,45 +125,3 @@ def still_valid(session: Session, principals: Iterable[Principal]) -> set[Princi
     live = {"session": live_logins, "token": live_tokens}
     return {p for p in principals if p.user_id in admins and p.credential_id in live[p.kind]}
 
-
-class LoginThrottle:
-    """Slow down password guessing: per client address and per account name.
-
-    After `free` failures within `window` seconds for a key, every further attempt for that key
-    must wait 2**(failures - free) seconds (at most `max_wait`) after the last failure. Kept in
-    the memory of one process: each server process throttles on its own.
-    """
-
-    def __init__(self, free: int = 5, window: float = 900, max_wait: float = 300, clock=None):
-        self.free, self.window, self.max_wait = free, window, max_wait
-        self.clock = clock or time.monotonic
-        self._failures: dict[str, tuple[int, float]] = {}
-
-    def _current(self, key: str) -> tuple[int, float]:
-        count, last = self._failures.get(key, (0, 0.0))
-        if count and self.clock() - last > self.window:
-            self._failures.pop(key, None)
-            return 0, 0.0
-        return count, last
-
-    def wait_seconds(self, *keys: str) -> float:
-        """How long the caller must wait before trying again (0 if it may try now)."""
-        wait = 0.0
-        for key in keys:
-            count, last = self._current(key)
-            if count >= self.free:
-                delay = min(2 ** (count - self.free), self.max_wait)
-                wait = max(wait, last + delay - self.clock())
-        return max(wait, 0.0)
-
-    def failed(self, *keys: str) -> None:
-        now = self.clock()
-        for key in keys:
-            count, _ = self._current(key)
-            self._failures[key] = (count + 1, now)
-        if len(self._failures) > 100_000:  # keep memory bounded under a flood of addresses
-            self._failures.clear()
-
-    def succeeded(self, *keys: str) -> None:
-        for key in keys:
-            self._failures.pop(key, None)

@@ -11,6 +11,10 @@ USERBOARD_ALLOWED_ORIGINS  other origins whose pages may open the socket, comma-
 USERBOARD_SECURE_COOKIES   auto (default: Secure when the request came over https), true, false
 USERBOARD_HEARTBEAT_SECONDS how often every socket is told the latest seq (default 2): the longest a
                            client that missed an event goes without noticing
+USERBOARD_PROXY_HOPS       how many reverse proxies in front of the server to trust (default 0):
+                           the client address, scheme and host are taken from the last N values
+                           of X-Forwarded-For, -Proto and -Host. It must equal the real number of
+                           proxies: with more, a client can spoof its address (docs/security.md)
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     secure_cookies: str = "auto"
     heartbeat_seconds: float = 2.0
+    proxy_hops: int = 0
 
     @classmethod
     def from_env(cls, env=None) -> Settings:
@@ -63,8 +68,12 @@ class Settings:
         if not 0.05 <= heartbeat_seconds <= 60:
             raise ConfigError("USERBOARD_HEARTBEAT_SECONDS must be a number of seconds from 0.05 to 60, "
                               f"not {heartbeat!r}")
+        hops = env.get("USERBOARD_PROXY_HOPS", "0").strip()
+        if not hops.isdigit() or not hops.isascii():
+            raise ConfigError(f"USERBOARD_PROXY_HOPS must be 0 or a positive integer, not {hops!r}")
         return cls(
             heartbeat_seconds=heartbeat_seconds,
+            proxy_hops=int(hops),
             allowed_origins=origins,
             secure_cookies=secure,
             database_url=env.get("USERBOARD_DATABASE_URL") or DEFAULT_DATABASE_URL,

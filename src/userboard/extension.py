@@ -16,10 +16,10 @@ if TYPE_CHECKING:
     from flask_socketio import SocketIO
     from sqlalchemy.orm import Session
 
-    from .auth import LoginThrottle
     from .bootstrap import Database
     from .realtime import UsersNamespace
     from .relay import Sequencer
+    from .throttle import LoginThrottle
     from .viewengine import ViewEngine
     from .views import Cursors
 

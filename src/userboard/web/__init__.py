@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from functools import wraps
 from urllib.parse import urlencode, urlsplit
@@ -30,6 +31,7 @@ from .. import auth, changelog, users, views
 from ..capture import current_seq, set_actor
 from ..extension import app_state, get_db
 from ..i18n import LANGUAGES
+from ..throttle import LoginThrottle
 from .forms import CsrfOnlyForm, EditUserForm, LoginForm, UserForm
 
 log = logging.getLogger(__name__)
@@ -76,23 +78,27 @@ def login_required(view):
     return wrapper
 
 
-def throttle() -> auth.LoginThrottle:
+def throttle() -> LoginThrottle:
     return app_state().login_throttle
 
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
+    """The login form; a throttled attempt gets 429 with Retry-After and the wait in the message."""
     form = LoginForm()
-    error, status = None, 200
+    error, status, headers = None, 200, {}
     if form.validate_on_submit():
+        # The address is the client's own behind USERBOARD_PROXY_HOPS proxies (ProxyFix).
         keys = (f"addr:{request.remote_addr}", f"user:{form.username.data.strip().lower()}")
         wait = throttle().wait_seconds(*keys)
         user = None
         if wait > 0:
             log.warning("login throttled for %r from %s", form.username.data.strip()[:64],
                         request.remote_addr)
+            seconds = math.ceil(wait)
             error, status = _("Too many failed attempts. Try again in %(n)d seconds.",
-                              n=int(wait) + 1), 429
+                              n=seconds), 429
+            headers["Retry-After"] = str(seconds)
         else:
             user = auth.authenticate(get_db(), form.username.data.strip(), form.password.data)
             if user is None:
@@ -108,7 +114,7 @@ def login():
             if lang:
                 session["lang"] = lang
             return redirect(url_for("web.dashboard"))
-    return render_template("login.html", form=form, error=error), status
+    return render_template("login.html", form=form, error=error), status, headers
 
 
 @bp.post("/logout")
