@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "node_modules", "build", "dist", "*.egg-info",
                                     "__pycache__", ".*_cache", "vendor", "*.mo", "*.db")
 INSTALLED_FILES = (
-    "userboard/migrations/env.py",
-    "userboard/migrations/versions/0001_initial.py",
+    "userboard/alembic/env.py",
+    "userboard/alembic/versions/0001_initial.py",
     "userboard/translations/zh_Hans_CN/LC_MESSAGES/messages.mo",
     "userboard/web/static/vendor/socket.io.esm.min.js",
 )

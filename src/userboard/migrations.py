@@ -1,8 +1,9 @@
 """Bring a database to the latest schema with Alembic. Imports no Flask.
 
-The migration scripts (env.py, versions/) live in this package, so any install, a wheel
-included, can migrate; the Alembic configuration is built here in code, with no alembic.ini.
-The repository's alembic.ini points here too, for the `alembic` command in a source checkout
+The migration scripts live in the package's `alembic/` folder (env.py, versions/; files that
+Alembic runs, not modules to import), so any install, a wheel included, can migrate. The
+Alembic configuration is built here in code, with no alembic.ini; the repository's alembic.ini
+points at the same folder, for the `alembic` command in a source checkout
 (`alembic revision --autogenerate -m ...`).
 """
 
@@ -14,10 +15,10 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
 
-from .. import triggers
-from ..db import make_engine
+from . import triggers
+from .db import make_engine
 
-SCRIPTS = Path(__file__).resolve().parent
+SCRIPTS = Path(__file__).resolve().parent / "alembic"
 
 
 def alembic_config(url: str) -> Config:
