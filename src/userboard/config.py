@@ -9,6 +9,17 @@ USERBOARD_CHANGE_LOG_SIZE  how many recent events the change log keeps (default 
 USERBOARD_ALLOWED_ORIGINS  other origins whose pages may open the socket, comma-separated
                            (e.g. https://admin.example.com); the server's own is always allowed
 USERBOARD_SECURE_COOKIES   auto (default: Secure when the request came over https), true, false
+
+Socket limits (see docs/security.md, "Holding connections and flooding"); rates are in the
+notation of the `limits` library, e.g. 60/minute or 20/4 seconds:
+USERBOARD_SOCKET_AUTH_TIMEOUT             seconds a socket connection may stay open without
+                                          joining /users (default 10)
+USERBOARD_SOCKET_PENDING_PER_ADDRESS      such not-yet-joined connections one address may hold at
+                                          once (default 10)
+USERBOARD_SOCKET_HANDSHAKES_PER_ADDRESS   new socket connections per address (default 60/minute)
+USERBOARD_SOCKET_MESSAGES_PER_CONNECTION  messages one connection may send (default 20/4 seconds)
+USERBOARD_SOCKET_MESSAGES_PER_ADDRESS     messages all connections of one address may send
+                                          (default 100/10 seconds)
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+import limits
 from sqlalchemy.engine import make_url
 
 DEFAULT_DATABASE_URL = "sqlite:///userboard.db"
@@ -36,6 +48,11 @@ class Settings:
     change_log_size: int
     allowed_origins: tuple[str, ...] = ()
     secure_cookies: str = "auto"
+    socket_auth_timeout: float = 10.0
+    socket_pending_per_address: int = 10
+    socket_handshakes_per_address: str = "60/minute"
+    socket_messages_per_connection: str = "20/4 seconds"
+    socket_messages_per_address: str = "100/10 seconds"
 
     @classmethod
     def from_env(cls, env=None) -> Settings:
@@ -53,6 +70,7 @@ class Settings:
         if secure not in ("auto", "true", "false"):
             raise ConfigError(f"USERBOARD_SECURE_COOKIES must be auto, true or false, not {secure!r}")
         return cls(
+            **_socket_limits(env),
             allowed_origins=origins,
             secure_cookies=secure,
             database_url=env.get("USERBOARD_DATABASE_URL") or DEFAULT_DATABASE_URL,
@@ -61,6 +79,43 @@ class Settings:
             secret_key=env.get("USERBOARD_SECRET_KEY") or None,
             change_log_size=int(size),
         )
+
+
+def _socket_limits(env) -> dict:
+    """The USERBOARD_SOCKET_* settings, checked; unset (or empty) ones keep their defaults."""
+    found = {}
+    timeout = env.get("USERBOARD_SOCKET_AUTH_TIMEOUT")
+    if timeout:
+        try:
+            found["socket_auth_timeout"] = float(timeout)
+        except ValueError:
+            found["socket_auth_timeout"] = 0.0
+        if not 0 < found["socket_auth_timeout"] <= 3600:
+            raise ConfigError("USERBOARD_SOCKET_AUTH_TIMEOUT must be a number of seconds between 0 "
+                              f"and 3600, not {timeout!r}")
+    pending = env.get("USERBOARD_SOCKET_PENDING_PER_ADDRESS")
+    if pending:
+        if not pending.isdigit() or int(pending) < 1:
+            raise ConfigError("USERBOARD_SOCKET_PENDING_PER_ADDRESS must be a positive integer, "
+                              f"not {pending!r}")
+        found["socket_pending_per_address"] = int(pending)
+    for name in ("handshakes_per_address", "messages_per_connection", "messages_per_address"):
+        key = "USERBOARD_SOCKET_" + name.upper()
+        rate = env.get(key)
+        if rate:
+            found["socket_" + name] = check_rate(key, rate)
+    return found
+
+
+def check_rate(key: str, rate: str) -> str:
+    """`rate` if the `limits` library reads it as a positive rate, else a ConfigError."""
+    try:
+        parsed = limits.parse_many(rate)
+    except ValueError:
+        parsed = []
+    if len(parsed) != 1 or parsed[0].amount < 1:
+        raise ConfigError(f"{key} must be a rate such as 60/minute or 20/4 seconds, not {rate!r}")
+    return rate
 
 
 def secret_key_path(database_url: str) -> Path:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from .auth import LoginThrottle
     from .bootstrap import Database
+    from .gate import SocketGate
     from .realtime import UsersNamespace
     from .relay import Sequencer
     from .viewengine import ViewEngine
@@ -37,6 +38,7 @@ class Userboard:
     login_throttle: LoginThrottle
     cursors: Cursors
     views: ViewEngine
+    gate: SocketGate
 
 
 def app_state(app: Flask | None = None) -> Userboard:

@@ -13,7 +13,7 @@ import socket
 import sys
 
 import gevent
-from gevent.pywsgi import WSGIHandler, WSGIServer
+from gevent.pywsgi import Input, WSGIHandler, WSGIServer
 from sqlalchemy import func, select
 
 from . import users
@@ -35,6 +35,14 @@ class NoDelayHandler(WSGIHandler):
         except OSError:  # not TCP (a unix socket)
             pass
         super().__init__(sock, address, server, rfile)
+
+    def run_application(self):
+        super().run_application()
+        if self.close_connection:
+            # The answer hangs up (a refused socket request, say): read no more of the request.
+            # gevent would otherwise read and discard the rest of its body first, however large
+            # or slow the client makes it; an empty input leaves nothing to discard.
+            self.wsgi_input = Input(self.rfile, 0)
 
     def handle_one_response(self):
         super().handle_one_response()
@@ -64,8 +72,8 @@ HEARTBEAT_EVERY = 4  # ticks: the latest seq goes to every client every 2 s
 
 def background_loop(app) -> None:
     """Start the server's greenlets: the sequencer's change-log relay (woken by NOTIFY on
-    PostgreSQL, by gaps, and every tick), the view engine, and a loop that cuts sockets whose
-    credential ended and sends heartbeats."""
+    PostgreSQL, by gaps, and every tick), the view engine, and a loop that closes connections
+    that did not authenticate in time, cuts sockets whose credential ended and sends heartbeats."""
     state = app_state(app)
 
     def relay():
@@ -82,6 +90,7 @@ def background_loop(app) -> None:
             gevent.sleep(TICK)
             ticks += 1
             try:
+                state.gate.expire()
                 with state.database.session() as db:
                     state.namespace.revalidate(db)
                 if ticks % HEARTBEAT_EVERY == 0:
