@@ -34,6 +34,7 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         CHANNEL=settings.channel,
         ALLOWED_ORIGINS=settings.allowed_origins,
         SECURE_COOKIES=settings.secure_cookies,
+        HTTP_IDLE_TIMEOUT=settings.http_idle_timeout,
         SOCKET_AUTH_TIMEOUT=settings.socket_auth_timeout,
         SOCKET_PENDING_PER_ADDRESS=settings.socket_pending_per_address,
         SOCKET_HANDSHAKES_PER_ADDRESS=settings.socket_handshakes_per_address,

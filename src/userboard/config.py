@@ -10,6 +10,9 @@ USERBOARD_ALLOWED_ORIGINS  other origins whose pages may open the socket, comma-
                            (e.g. https://admin.example.com); the server's own is always allowed
 USERBOARD_SECURE_COOKIES   auto (default: Secure when the request came over https), true, false
 
+USERBOARD_HTTP_IDLE_TIMEOUT  seconds a connection may wait for its next request, or between the
+                             bytes of a request's head, before the server closes it (default 10)
+
 Socket limits (see docs/security.md, "Holding connections and flooding"); rates are in the
 notation of the `limits` library, e.g. 60/minute or 20/4 seconds:
 USERBOARD_SOCKET_AUTH_TIMEOUT             seconds a socket connection may stay open without
@@ -48,6 +51,7 @@ class Settings:
     change_log_size: int
     allowed_origins: tuple[str, ...] = ()
     secure_cookies: str = "auto"
+    http_idle_timeout: float = 10.0
     socket_auth_timeout: float = 10.0
     socket_pending_per_address: int = 10
     socket_handshakes_per_address: str = "60/minute"
@@ -70,7 +74,7 @@ class Settings:
         if secure not in ("auto", "true", "false"):
             raise ConfigError(f"USERBOARD_SECURE_COOKIES must be auto, true or false, not {secure!r}")
         return cls(
-            **_socket_limits(env),
+            **_connection_limits(env),
             allowed_origins=origins,
             secure_cookies=secure,
             database_url=env.get("USERBOARD_DATABASE_URL") or DEFAULT_DATABASE_URL,
@@ -81,18 +85,13 @@ class Settings:
         )
 
 
-def _socket_limits(env) -> dict:
-    """The USERBOARD_SOCKET_* settings, checked; unset (or empty) ones keep their defaults."""
+def _connection_limits(env) -> dict:
+    """The connection and socket limits, checked; unset (or empty) ones keep their defaults."""
     found = {}
-    timeout = env.get("USERBOARD_SOCKET_AUTH_TIMEOUT")
-    if timeout:
-        try:
-            found["socket_auth_timeout"] = float(timeout)
-        except ValueError:
-            found["socket_auth_timeout"] = 0.0
-        if not 0 < found["socket_auth_timeout"] <= 3600:
-            raise ConfigError("USERBOARD_SOCKET_AUTH_TIMEOUT must be a number of seconds between 0 "
-                              f"and 3600, not {timeout!r}")
+    for name in ("http_idle_timeout", "socket_auth_timeout"):
+        key = "USERBOARD_" + name.upper()
+        if env.get(key):
+            found[name] = _seconds(key, env[key])
     pending = env.get("USERBOARD_SOCKET_PENDING_PER_ADDRESS")
     if pending:
         if not pending.isdigit() or int(pending) < 1:
@@ -105,6 +104,16 @@ def _socket_limits(env) -> dict:
         if rate:
             found["socket_" + name] = check_rate(key, rate)
     return found
+
+
+def _seconds(key: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= 3600:  # also refuses nan
+        raise ConfigError(f"{key} must be a number of seconds between 0 and 3600, not {value!r}")
+    return seconds
 
 
 def check_rate(key: str, rate: str) -> str:

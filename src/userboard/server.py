@@ -29,6 +29,13 @@ log = logging.getLogger(__name__)
 
 
 class NoDelayHandler(WSGIHandler):
+    """pywsgi's handler with TCP_NODELAY, and with no way for a client to hold it for nothing.
+
+    gevent waits for a request (or the rest of a request head) forever; an idle keep-alive
+    connection would keep its file descriptor until the client lets go. Here the wait is at most
+    the server's `idle_timeout` seconds, between requests and between the bytes of a head.
+    """
+
     def __init__(self, sock, address, server, rfile=None):
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -36,7 +43,18 @@ class NoDelayHandler(WSGIHandler):
             pass
         super().__init__(sock, address, server, rfile)
 
+    def read_requestline(self):
+        self.socket.settimeout(getattr(self.server, "idle_timeout", None))
+        return super().read_requestline()  # a timeout here just closes the connection
+
+    def read_request(self, raw_requestline):
+        try:
+            return super().read_request(raw_requestline)
+        except TimeoutError:
+            return False  # a head too slow to come: 400, and the connection closes
+
     def run_application(self):
+        self.socket.settimeout(None)  # the head is in; long polls and websockets take their time
         super().run_application()
         if self.close_connection:
             # The answer hangs up (a refused socket request, say): read no more of the request.
@@ -119,6 +137,7 @@ def serve(app, host: str, port: int) -> None:
     """Serve a built app on gevent (HTTP and WebSocket) with its background loop, until killed."""
     server = WSGIServer((host, port), app, handler_class=NoDelayHandler, log=None,
                         error_log=logging.getLogger("userboard.wsgi"))
+    server.idle_timeout = app.config["HTTP_IDLE_TIMEOUT"]  # read by NoDelayHandler
     server.init_socket()
     actual_port = server.socket.getsockname()[1]
     url = f"http://{host}:{actual_port}/"
