@@ -23,6 +23,7 @@ import websocket
 from userboard.config import ConfigError, Settings
 
 from .helpers import ServerProcess, seed_admin
+from .wire import flood, join, open_websocket
 
 POLLING = "/socket.io/?EIO=4&transport=polling"
 RESYNC = '42/users,["resync",{"since":1000000000}]'  # ahead of the server: a snapshot each time
@@ -99,51 +100,13 @@ class Raw:
 
 def ws_open(server, address: str) -> websocket.WebSocket:
     """A websocket Engine.IO connection from `address` that has joined nothing yet."""
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5,
-                                    source_address=(address, 0))
-    url = server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
-    ws = websocket.create_connection(url, socket=sock, timeout=5)
-    assert ws.recv().startswith("0{")  # open
-    return ws
+    return open_websocket(server, socket.create_connection(
+        ("127.0.0.1", server.port), timeout=5, source_address=(address, 0)))
 
 
 def ws_join(server, address: str) -> websocket.WebSocket:
     """A websocket from `address` that has joined /users with the server's token."""
-    ws = ws_open(server, address)
-    ws.send("40/users," + json.dumps({"token": server.token}))
-    while not ws.recv().startswith("40/users"):  # the catch-up comes before the ack
-        pass
-    return ws
-
-
-def flood(ws: websocket.WebSocket, frames: list[str]) -> tuple[int, int] | None:
-    """Send `frames` back to back, then read until the server hangs up.
-
-    Returns (snapshots, other events) served meanwhile, or None if 5 s later it had not hung up.
-    """
-    for frame in frames:
-        try:
-            ws.send(frame)
-        except (websocket.WebSocketConnectionClosedException, ConnectionError):
-            break  # already cut
-    snapshots = events = 0
-    deadline = time.monotonic() + 5
-    try:
-        while time.monotonic() < deadline:  # heartbeats keep coming while it is open
-            frame = ws.recv()
-            if frame == "":
-                return snapshots, events
-            if frame.startswith('42/users,["users_snapshot"'):
-                snapshots += 1
-            elif frame.startswith("42") and "heartbeat" not in frame:
-                events += 1
-        return None
-    except (websocket.WebSocketConnectionClosedException, ConnectionError):
-        return snapshots, events
-    except websocket.WebSocketTimeoutException:
-        return None
-    finally:
-        ws.shutdown()
+    return join(ws_open(server, address), server.token)
 
 
 def ws_hung_up(ws: websocket.WebSocket) -> bool:

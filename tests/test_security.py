@@ -17,6 +17,7 @@ import websocket
 
 from .helpers import ADMIN_PASSWORD, ServerProcess, seed_admin
 from .inprocess import InProcess
+from .wire import flood, join, open_websocket
 
 
 def handshake(server, origin=None):
@@ -85,49 +86,14 @@ def test_a_socket_message_over_64_kb_disconnects_the_sender(guarded):
 
 
 def test_a_socket_sending_too_fast_is_disconnected(guarded):
-    ws = joined_websocket(guarded)
+    ws = join(open_websocket(guarded), guarded.token)
     served = flood(ws, ['42/users,["resync",{"since":1000000000}]'] * 60)
     assert served is not None, "the connection stayed open"
-    assert served <= 19  # a budget of 20 messages, the join included
+    assert served[0] <= 19  # snapshots: a budget of 20 messages, the join included
     deadline = time.monotonic() + 5
     while "sent messages too fast" not in "".join(guarded.output):
         assert time.monotonic() < deadline
         time.sleep(0.02)  # the server's output arrives through a pipe
-
-
-def joined_websocket(server) -> websocket.WebSocket:
-    """A raw websocket that has joined /users with the server's token."""
-    url = server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
-    ws = websocket.create_connection(url, timeout=5)
-    ws.recv()  # open
-    ws.send("40/users," + json.dumps({"token": server.token}))
-    while not ws.recv().startswith("40/users"):  # the catch-up comes before the ack
-        pass
-    return ws
-
-
-def flood(ws: websocket.WebSocket, frames: list[str]) -> int | None:
-    """Send `frames` back to back, then read until the server hangs up: how many snapshots it
-    served meanwhile, or None if it had not hung up 5 s later."""
-    for frame in frames:
-        try:
-            ws.send(frame)
-        except (websocket.WebSocketConnectionClosedException, ConnectionError):
-            break  # already cut
-    served, deadline = 0, time.monotonic() + 5
-    try:
-        while time.monotonic() < deadline:  # heartbeats keep coming while it is open
-            frame = ws.recv()
-            if frame == "":
-                return served
-            served += frame.startswith('42/users,["users_snapshot"')
-        return None
-    except (websocket.WebSocketConnectionClosedException, ConnectionError):
-        return served
-    except websocket.WebSocketTimeoutException:
-        return None
-    finally:
-        ws.shutdown()
 
 
 def test_security_headers_on_pages_and_api(client):

@@ -13,8 +13,8 @@ USERBOARD_SECURE_COOKIES   auto (default: Secure when the request came over http
 USERBOARD_HTTP_IDLE_TIMEOUT  seconds a connection may wait for its next request, or between the
                              bytes of a request's head, before the server closes it (default 10)
 
-Socket limits (see docs/security.md, "Holding connections and flooding"); rates are in the
-notation of the `limits` library, e.g. 60/minute or 20/4 seconds:
+Socket limits (docs/security.md, "Holding connections and flooding: limits and timeouts"); rates
+are in the notation of the `limits` library, e.g. 60/minute or 20/4 seconds:
 USERBOARD_SOCKET_AUTH_TIMEOUT             seconds a socket connection may stay open without
                                           joining /users (default 10)
 USERBOARD_SOCKET_PENDING_PER_ADDRESS      such not-yet-joined connections one address may hold at
