@@ -1,7 +1,8 @@
 """Hostile origins, oversized and too-frequent socket messages, headers, cookies and logs.
 
-Origins, the socket message size and the server's log output on a real server (the handshake,
-the websocket upgrade, the transport and the CLI's logging are the point); the rest in process.
+Origins, the socket message size and rate, and the server's log output on a real server (the
+handshake, the websocket upgrade, the transport and the CLI's logging are the point); the rest in
+process. Holding connections and the per-address limits: test_abuse.py.
 """
 
 from __future__ import annotations
