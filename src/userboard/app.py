@@ -11,7 +11,9 @@ from . import errors, extension, i18n, security
 from .api import bp as api_bp
 from .bootstrap import open_database
 from .config import Settings, load_or_create_secret_key, secret_key_path
+from .events import NAMESPACE
 from .extension import Userboard
+from .gate import SocketGate
 from .publish import QueuedEmitter, sequenced_redis_manager
 from .realtime import UsersNamespace
 from .relay import SequencedEmitter, Sequencer
@@ -34,6 +36,12 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         ALLOWED_ORIGINS=settings.allowed_origins,
         SECURE_COOKIES=settings.secure_cookies,
         PROXY_HOPS=settings.proxy_hops,
+        HTTP_IDLE_TIMEOUT=settings.http_idle_timeout,
+        SOCKET_AUTH_TIMEOUT=settings.socket_auth_timeout,
+        SOCKET_PENDING_PER_ADDRESS=settings.socket_pending_per_address,
+        SOCKET_HANDSHAKES_PER_ADDRESS=settings.socket_handshakes_per_address,
+        SOCKET_MESSAGES_PER_CONNECTION=settings.socket_messages_per_connection,
+        SOCKET_MESSAGES_PER_ADDRESS=settings.socket_messages_per_address,
         CHANGE_LOG_SIZE=settings.change_log_size,
         HEARTBEAT_SECONDS=settings.heartbeat_seconds,
         SECRET_KEY=settings.secret_key,
@@ -75,9 +83,20 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         async_mode=app.config["SOCKETIO_ASYNC_MODE"],
         max_http_buffer_size=MAX_BODY_BYTES,  # a bigger message closes the connection
         cors_allowed_origins=security.origin_checker(tuple(app.config["ALLOWED_ORIGINS"])),
+        namespaces=[NAMESPACE],  # any other, the default "/" included, is refused
         **queue_options,
     )
     socketio.on_namespace(namespace)
+    # In front of Flask-SocketIO's middleware (a proxy fix goes around it, for the address).
+    gate = SocketGate(
+        socketio.server, app.wsgi_app, NAMESPACE,
+        auth_timeout=app.config["SOCKET_AUTH_TIMEOUT"],
+        pending_per_address=app.config["SOCKET_PENDING_PER_ADDRESS"],
+        handshakes_per_address=app.config["SOCKET_HANDSHAKES_PER_ADDRESS"],
+        messages_per_connection=app.config["SOCKET_MESSAGES_PER_CONNECTION"],
+        messages_per_address=app.config["SOCKET_MESSAGES_PER_ADDRESS"],
+    )
+    app.wsgi_app = gate
     if app.config["PROXY_HOPS"]:
         # Around what the server calls, Flask-SocketIO's middleware included: pages, the API and
         # every Engine.IO request (origin check, socket handlers) see the client's address,
@@ -93,7 +112,7 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         throttle = LoginThrottle()
     app.extensions[extension.KEY] = Userboard(
         database=database, socketio=socketio, namespace=namespace, sequencer=sequencer,
-        login_throttle=throttle, cursors=cursors, views=engine,
+        login_throttle=throttle, cursors=cursors, views=engine, gate=gate,
     )
 
     app.jinja_env.globals["csrf_token"] = generate_csrf

@@ -15,6 +15,20 @@ USERBOARD_PROXY_HOPS       how many reverse proxies in front of the server to tr
                            the client address, scheme and host are taken from the last N values
                            of X-Forwarded-For, -Proto and -Host. It must equal the real number of
                            proxies: with more, a client can spoof its address (docs/security.md)
+
+USERBOARD_HTTP_IDLE_TIMEOUT  seconds a connection may wait for its next request, or between the
+                             bytes of a request's head, before the server closes it (default 10)
+
+Socket limits (docs/security.md, "Holding connections and flooding: limits and timeouts"); rates
+are in the notation of the `limits` library, e.g. 60/minute or 20/4 seconds:
+USERBOARD_SOCKET_AUTH_TIMEOUT             seconds a socket connection may stay open without
+                                          joining /users (default 10)
+USERBOARD_SOCKET_PENDING_PER_ADDRESS      such not-yet-joined connections one address may hold at
+                                          once (default 10)
+USERBOARD_SOCKET_HANDSHAKES_PER_ADDRESS   new socket connections per address (default 60/minute)
+USERBOARD_SOCKET_MESSAGES_PER_CONNECTION  messages one connection may send (default 20/4 seconds)
+USERBOARD_SOCKET_MESSAGES_PER_ADDRESS     messages all connections of one address may send
+                                          (default 100/10 seconds)
 """
 
 from __future__ import annotations
@@ -24,6 +38,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+import limits
 from sqlalchemy.engine import make_url
 
 DEFAULT_DATABASE_URL = "sqlite:///userboard.db"
@@ -44,6 +59,12 @@ class Settings:
     secure_cookies: str = "auto"
     heartbeat_seconds: float = 2.0
     proxy_hops: int = 0
+    http_idle_timeout: float = 10.0
+    socket_auth_timeout: float = 10.0
+    socket_pending_per_address: int = 10
+    socket_handshakes_per_address: str = "60/minute"
+    socket_messages_per_connection: str = "20/4 seconds"
+    socket_messages_per_address: str = "100/10 seconds"
 
     @classmethod
     def from_env(cls, env=None) -> Settings:
@@ -74,6 +95,7 @@ class Settings:
         return cls(
             heartbeat_seconds=heartbeat_seconds,
             proxy_hops=int(hops),
+            **_connection_limits(env),
             allowed_origins=origins,
             secure_cookies=secure,
             database_url=env.get("USERBOARD_DATABASE_URL") or DEFAULT_DATABASE_URL,
@@ -82,6 +104,48 @@ class Settings:
             secret_key=env.get("USERBOARD_SECRET_KEY") or None,
             change_log_size=int(size),
         )
+
+
+def _connection_limits(env) -> dict:
+    """The connection and socket limits, checked; unset (or empty) ones keep their defaults."""
+    found = {}
+    for name in ("http_idle_timeout", "socket_auth_timeout"):
+        key = "USERBOARD_" + name.upper()
+        if env.get(key):
+            found[name] = _seconds(key, env[key])
+    pending = env.get("USERBOARD_SOCKET_PENDING_PER_ADDRESS")
+    if pending:
+        if not pending.isdigit() or int(pending) < 1:
+            raise ConfigError("USERBOARD_SOCKET_PENDING_PER_ADDRESS must be a positive integer, "
+                              f"not {pending!r}")
+        found["socket_pending_per_address"] = int(pending)
+    for name in ("handshakes_per_address", "messages_per_connection", "messages_per_address"):
+        key = "USERBOARD_SOCKET_" + name.upper()
+        rate = env.get(key)
+        if rate:
+            found["socket_" + name] = check_rate(key, rate)
+    return found
+
+
+def _seconds(key: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= 3600:  # also refuses nan
+        raise ConfigError(f"{key} must be a number of seconds between 0 and 3600, not {value!r}")
+    return seconds
+
+
+def check_rate(key: str, rate: str) -> str:
+    """`rate` if the `limits` library reads it as a positive rate, else a ConfigError."""
+    try:
+        parsed = limits.parse_many(rate)
+    except ValueError:
+        parsed = []
+    if len(parsed) != 1 or parsed[0].amount < 1:
+        raise ConfigError(f"{key} must be a rate such as 60/minute or 20/4 seconds, not {rate!r}")
+    return rate
 
 
 def secret_key_path(database_url: str) -> Path:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from .bootstrap import Database
+    from .gate import SocketGate
     from .realtime import UsersNamespace
     from .relay import Sequencer
     from .throttle import LoginThrottle
@@ -37,6 +38,7 @@ class Userboard:
     login_throttle: LoginThrottle
     cursors: Cursors
     views: ViewEngine
+    gate: SocketGate
 
 
 def app_state(app: Flask | None = None) -> Userboard:

@@ -5,12 +5,12 @@ A client connects with a session cookie or `auth={"token": ...}`, optionally wit
 log, in order, or a `users_snapshot` when the log no longer holds them all. `resync` does the same
 on demand. Live events reach the `admins` room through the change capture's publisher; this
 module only admits clients to it, and cuts them off when their credential stops being valid.
+What clients may send at all (rate, size, time to authenticate) is the gate's (gate.py).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 
 from flask import request, session
 from flask_socketio import ConnectionRefusedError, Namespace, leave_room
@@ -35,8 +35,6 @@ REPLAY_LIMIT = 1000
 # A whole-table snapshot holds at most this many users (about 1 MB at the longest values).
 SNAPSHOT_MAX = 2000
 USERS_TOO_LARGE = "users_too_large"
-# Client-to-server events per connection: a burst of this many, refilled at RATE per second.
-BURST, RATE = 20, 5.0
 
 
 def _as_seq(value) -> int | None:
@@ -88,27 +86,6 @@ class UsersNamespace(Namespace):
         self.views = engine  # the live views of this process's sockets
         self.sequencer = sequencer  # whole-table events, in order, to this process's room
         self.clients: dict[str, auth.Principal] = {}  # this process's sockets
-        self._budget: dict[str, tuple[float, float]] = {}  # sid -> (tokens, when)
-
-    def trigger_event(self, event, *args):
-        """Rate-limit what clients send: past the budget, the connection is cut."""
-        if event not in ("connect", "disconnect") and args:
-            sid = args[0]
-            if not self._spend(sid):
-                log.warning("socket %s sent events too fast; disconnecting", sid)
-                self.cut(sid)
-                return None
-        return super().trigger_event(event, *args)
-
-    def _spend(self, sid: str) -> bool:
-        now = time.monotonic()
-        tokens, when = self._budget.get(sid, (BURST, now))
-        tokens = min(BURST, tokens + (now - when) * RATE)
-        if tokens < 1:
-            self._budget[sid] = (tokens, now)
-            return False
-        self._budget[sid] = (tokens - 1, now)
-        return True
 
     def enter(self, sid: str) -> None:
         """Put a socket into the whole-table room (the sequencer decides when)."""
@@ -161,7 +138,6 @@ class UsersNamespace(Namespace):
     def on_disconnect(self, reason=None):
         """The client went away (or was cut off)."""
         self.clients.pop(request.sid, None)
-        self._budget.pop(request.sid, None)
         self.views.unsubscribe(request.sid)
         self.sequencer.forget(request.sid)
 
