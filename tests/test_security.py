@@ -8,6 +8,7 @@ process. Holding connections and the per-address limits: test_abuse.py.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 
@@ -17,7 +18,6 @@ import socketio
 import websocket
 
 from userboard.config import ConfigError, Settings
-from userboard.events import NAMESPACE
 
 from .helpers import ADMIN_PASSWORD, ServerProcess, seed_admin
 from .inprocess import InProcess, csrf_of
