@@ -9,6 +9,18 @@ USERBOARD_CHANGE_LOG_SIZE  how many recent events the change log keeps (default 
 USERBOARD_ALLOWED_ORIGINS  other origins whose pages may open the socket, comma-separated
                            (e.g. https://admin.example.com); the server's own is always allowed
 USERBOARD_SECURE_COOKIES   auto (default: Secure when the request came over https), true, false
+USERBOARD_LOCK_TIMEOUT_MS  how long a web write waits for a lock (the seq counter, a row) before it
+                           fails with 503 and Retry-After (default 2000); also how long it waits for
+                           a connection of the writers' pool. SQLite: the busy timeout of writers
+USERBOARD_STATEMENT_TIMEOUT_MS
+                           the longest a web write's statement may run (default 10000; PostgreSQL
+                           only: SQLite has no statement timeout)
+USERBOARD_DB_POOL_SIZE     database connections per server process for writes (default 5)
+USERBOARD_DB_READ_POOL_SIZE
+                           connections per server process for everything that never takes the seq
+                           counter: reads, logins, snapshots, socket connects (default 10)
+USERBOARD_DB_PRE_PING      true (default): test each pooled connection before use, so one the
+                           database dropped is replaced instead of failing a request; false
 """
 
 from __future__ import annotations
@@ -21,6 +33,8 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 DEFAULT_DATABASE_URL = "sqlite:///userboard.db"
+MAX_TIMEOUT_MS = 2_147_483_647  # PostgreSQL's largest lock_timeout / statement_timeout
+MAX_POOL_SIZE = 1000
 
 
 class ConfigError(Exception):
@@ -36,6 +50,11 @@ class Settings:
     change_log_size: int
     allowed_origins: tuple[str, ...] = ()
     secure_cookies: str = "auto"
+    lock_timeout_ms: int = 2000
+    statement_timeout_ms: int = 10000
+    db_pool_size: int = 5
+    db_read_pool_size: int = 10
+    db_pre_ping: bool = True
 
     @classmethod
     def from_env(cls, env=None) -> Settings:
@@ -52,7 +71,16 @@ class Settings:
         secure = env.get("USERBOARD_SECURE_COOKIES", "auto").lower()
         if secure not in ("auto", "true", "false"):
             raise ConfigError(f"USERBOARD_SECURE_COOKIES must be auto, true or false, not {secure!r}")
+        pre_ping = env.get("USERBOARD_DB_PRE_PING", "true").lower()
+        if pre_ping not in ("true", "false"):
+            raise ConfigError(f"USERBOARD_DB_PRE_PING must be true or false, not {pre_ping!r}")
         return cls(
+            lock_timeout_ms=_positive(env, "USERBOARD_LOCK_TIMEOUT_MS", 2000, MAX_TIMEOUT_MS),
+            statement_timeout_ms=_positive(env, "USERBOARD_STATEMENT_TIMEOUT_MS", 10000,
+                                           MAX_TIMEOUT_MS),
+            db_pool_size=_positive(env, "USERBOARD_DB_POOL_SIZE", 5, MAX_POOL_SIZE),
+            db_read_pool_size=_positive(env, "USERBOARD_DB_READ_POOL_SIZE", 10, MAX_POOL_SIZE),
+            db_pre_ping=pre_ping == "true",
             allowed_origins=origins,
             secure_cookies=secure,
             database_url=env.get("USERBOARD_DATABASE_URL") or DEFAULT_DATABASE_URL,
@@ -61,6 +89,14 @@ class Settings:
             secret_key=env.get("USERBOARD_SECRET_KEY") or None,
             change_log_size=int(size),
         )
+
+
+def _positive(env, name: str, default: int, maximum: int) -> int:
+    """An integer setting from 1 to `maximum`."""
+    value = env.get(name, str(default)).strip()
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= maximum:
+        raise ConfigError(f"{name} must be an integer from 1 to {maximum}, not {value!r}")
+    return int(value)
 
 
 def secret_key_path(database_url: str) -> Path:

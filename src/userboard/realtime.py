@@ -19,7 +19,8 @@ from sqlalchemy import select
 from . import auth, views
 from .capture import current_seq
 from .changelog import ChangeLog
-from .db import read_snapshot
+from .db import connection_lost, read_snapshot, unavailable
+from .errors import RETRY_AFTER
 from .events import NAMESPACE, ROOM, USERS_SNAPSHOT
 from .extension import app_state, get_db
 from .models import User, user_dict
@@ -37,6 +38,9 @@ SNAPSHOT_MAX = 2000
 USERS_TOO_LARGE = "users_too_large"
 # Client-to-server events per connection: a burst of this many, refilled at RATE per second.
 BURST, RATE = 20, 5.0
+# What a connect or event gets when the database cannot answer now (as HTTP's 503).
+UNAVAILABLE = {"code": "unavailable", "message": "the database cannot answer now; try again shortly",
+               "fields": {}, "retry_after": RETRY_AFTER}
 
 
 def _as_seq(value) -> int | None:
@@ -98,7 +102,32 @@ class UsersNamespace(Namespace):
                 log.warning("socket %s sent events too fast; disconnecting", sid)
                 self.cut(sid)
                 return None
-        return super().trigger_event(event, *args)
+        return self._run_handler(event, *args)
+
+    def _run_handler(self, event, *args):
+        """Run a handler; if the database cannot answer now, refuse or answer with an error.
+
+        A handler whose connection was dropped runs once more on a fresh one: handlers read
+        before they send anything.
+        """
+        for last_try in (False, True):
+            try:
+                return super().trigger_event(event, *args)
+            except Exception as exc:
+                if not unavailable(exc):
+                    raise
+                if last_try or not connection_lost(exc):
+                    return self._unavailable(event, exc)
+        return None
+
+    @staticmethod
+    def _unavailable(event: str, exc: Exception):
+        """The database could not answer: refuse a connect, answer an event with an error."""
+        log.warning("socket %s failed, database unavailable: %s", event,
+                    type(getattr(exc, "orig", None) or exc).__name__)
+        if event == "connect":
+            raise ConnectionRefusedError("unavailable", UNAVAILABLE) from None
+        return {"error": UNAVAILABLE}
 
     def _spend(self, sid: str) -> bool:
         now = time.monotonic()

@@ -82,7 +82,7 @@ def background_loop(app) -> None:
             gevent.sleep(TICK)
             ticks += 1
             try:
-                with state.database.session() as db:
+                with state.database.read_session() as db:
                     state.namespace.revalidate(db)
                 if ticks % HEARTBEAT_EVERY == 0:
                     state.namespace.heartbeat(state.sequencer.delivered)
