@@ -179,6 +179,20 @@ def test_a_form_write_queued_on_the_counter_says_so_and_keeps_what_was_typed(dep
     assert server.api().get(server.url + "/api/users", params={"q": name}).json()["total"] == 0
 
 
+def test_a_login_behind_a_lock_on_its_users_row_gets_503_after_the_lock_timeout(deployment):
+    server = deployment
+    visitor = requests.Session()
+    csrf = csrf_of(visitor.get(server.url + "/login").text)
+    with psycopg.connect(dsn(server)) as holder:
+        # A stuck demotion of root: the login's own row must wait for root's row lock.
+        holder.execute("SELECT id FROM users WHERE username = 'root' FOR UPDATE")
+        login = visitor.post(server.url + "/login", timeout=ANSWER_WITHIN, data={
+            "username": "root", "password": ADMIN_PASSWORD, "csrf_token": csrf})
+        holder.rollback()
+    assert login.status_code == 503 and login.headers["Retry-After"] == "1"
+    assert "The database is busy. Nothing was changed" in login.text
+
+
 def backends_terminated(server: ServerProcess) -> int:
     """Kill every connection of the server's database but this one; return how many."""
     with psycopg.connect(dsn(server), autocommit=True) as conn:

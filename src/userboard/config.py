@@ -9,12 +9,12 @@ USERBOARD_CHANGE_LOG_SIZE  how many recent events the change log keeps (default 
 USERBOARD_ALLOWED_ORIGINS  other origins whose pages may open the socket, comma-separated
                            (e.g. https://admin.example.com); the server's own is always allowed
 USERBOARD_SECURE_COOKIES   auto (default: Secure when the request came over https), true, false
-USERBOARD_LOCK_TIMEOUT_MS  how long a web write waits for a lock (the seq counter, a row) before it
-                           fails with 503 and Retry-After (default 2000); also how long it waits for
-                           a connection of the writers' pool. SQLite: the busy timeout of writers
+USERBOARD_LOCK_TIMEOUT_MS  how long the server's statements wait for a lock (the seq counter, a row)
+                           before the request fails with 503 and Retry-After (default 2000); also
+                           how long a write waits for a connection. SQLite: the busy timeout
 USERBOARD_STATEMENT_TIMEOUT_MS
-                           the longest a web write's statement may run (default 10000; PostgreSQL
-                           only: SQLite has no statement timeout)
+                           the longest one of the server's statements may run (default 10000;
+                           PostgreSQL only: SQLite has no statement timeout)
 USERBOARD_DB_POOL_SIZE     database connections per server process for writes (default 5)
 USERBOARD_DB_READ_POOL_SIZE
                            connections per server process for everything that never takes the seq

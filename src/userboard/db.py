@@ -105,10 +105,11 @@ class ServerPools:
 
     Writes, which may wait for the seq counter's row lock, get a pool of their own
     (`pool_size`); everything that never takes the counter (reads, logins, snapshots, socket
-    connects) gets another (`read_pool_size`) that queued writers cannot use up. A write waits
-    at most `lock_timeout_ms` for a lock or for a connection, and each of its statements runs at
-    most `statement_timeout_ms` (PostgreSQL; SQLite has no statement timeout, and its busy
-    timeout is the lock timeout). `pre_ping` tests a pooled connection before each use, so one
+    connects) gets another (`read_pool_size`) that queued writers cannot use up. No statement
+    waits longer than `lock_timeout_ms` for a lock (a login's row waits for its user's row lock,
+    a read for a migration's table lock) or runs longer than `statement_timeout_ms`, and a write
+    waits at most `lock_timeout_ms` for a connection. SQLite has no statement timeout; its busy
+    timeout is the lock timeout. `pre_ping` tests a pooled connection before each use, so one
     the database dropped is replaced instead of failing a request.
     """
 
@@ -118,27 +119,28 @@ class ServerPools:
     read_pool_size: int = 10
     pre_ping: bool = True
 
-    def writer_engine(self, url: str) -> Engine:
-        url = make_url(url)
-        if is_memory_sqlite(url):
+    def writer_engine(self, url) -> Engine:
+        if is_memory_sqlite(url):  # one database per connection: no pool to size
             return make_engine(url, busy_timeout_ms=self.lock_timeout_ms)
+        return self._engine(url, self.pool_size, pool_timeout=self.lock_timeout_ms / 1000)
+
+    def reader_engine(self, url) -> Engine | None:
+        """The readers' engine, or None where reads must share the writers' (in-memory SQLite)."""
+        if is_memory_sqlite(url):
+            return None
+        return self._engine(url, self.read_pool_size)
+
+    def _engine(self, url, size: int, **pool) -> Engine:
+        url = make_url(url)
         options = {}
         if url.get_backend_name() == "postgresql":
-            # Set once per connection (libpq options), so a write pays no extra round trip.
+            # Set once per connection (libpq options), so no transaction pays a round trip for it.
             timeouts = (f"-c lock_timeout={self.lock_timeout_ms}"
                         f" -c statement_timeout={self.statement_timeout_ms}")
             given = url.query.get("options")
             options["connect_args"] = {"options": f"{given} {timeouts}" if given else timeouts}
-        return make_engine(url, busy_timeout_ms=self.lock_timeout_ms, pool_size=self.pool_size,
-                           max_overflow=0, pool_timeout=self.lock_timeout_ms / 1000,
-                           pool_pre_ping=self.pre_ping, **options)
-
-    def reader_engine(self, url: str) -> Engine | None:
-        """The readers' engine, or None where reads must share the writers' (in-memory SQLite)."""
-        if is_memory_sqlite(url):
-            return None
-        return make_engine(url, pool_size=self.read_pool_size, max_overflow=0,
-                           pool_pre_ping=self.pre_ping)
+        return make_engine(url, busy_timeout_ms=self.lock_timeout_ms, pool_size=size,
+                           max_overflow=0, pool_pre_ping=self.pre_ping, **pool, **options)
 
 
 def unavailable(error: BaseException) -> bool:
