@@ -31,7 +31,7 @@ from .helpers import ADMIN_PASSWORD, LiveClient, ServerProcess, seed_admin
 from .inprocess import InProcess, csrf_of
 
 POOL_SIZE = 3  # the server's writers' pool, small so that the writers below exhaust it
-LOCK_TIMEOUT_MS = 500
+LOCK_TIMEOUT_MS = 1000  # long enough that the queued writers are still there while reads run
 WRITERS = 20
 ANSWER_WITHIN = 5  # seconds: any request that waits for the holder runs into this
 
@@ -129,7 +129,7 @@ def test_reads_logins_and_socket_connects_answer_while_writers_queue_on_the_coun
             snapshot = client.wait_for(lambda c: c.snapshots(), timeout=ANSWER_WITHIN)
         finally:
             client.close()
-        writers.join()
+    writers.join()  # (the next test looks at what becomes of them)
     assert listed.status_code == 200 and listed.json()["users"]
     assert login_page.status_code == 200 and dashboard.status_code == 200
     assert snapshot
