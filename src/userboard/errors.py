@@ -34,10 +34,10 @@ STATUS_OF_CODE = {
     "internal": 500,
     "unavailable": 503,
 }
+CODE_OF_STATUS = {status: code for code, status in STATUS_OF_CODE.items()}
 # Seconds a client is asked to wait before it tries a request that got a 503 again.
 RETRY_AFTER = 1
 READ_METHODS = ("GET", "HEAD")
-CODE_OF_STATUS = {status: code for code, status in STATUS_OF_CODE.items()}
 
 
 class ApiError(Exception):
