@@ -11,6 +11,7 @@ from . import errors, extension, i18n, security
 from .api import bp as api_bp
 from .bootstrap import open_database
 from .config import Settings, load_or_create_secret_key, secret_key_path
+from .db import ServerPools
 from .events import NAMESPACE
 from .extension import Userboard
 from .gate import SocketGate
@@ -44,6 +45,11 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         SOCKET_MESSAGES_PER_ADDRESS=settings.socket_messages_per_address,
         CHANGE_LOG_SIZE=settings.change_log_size,
         HEARTBEAT_SECONDS=settings.heartbeat_seconds,
+        LOCK_TIMEOUT_MS=settings.lock_timeout_ms,
+        STATEMENT_TIMEOUT_MS=settings.statement_timeout_ms,
+        DB_POOL_SIZE=settings.db_pool_size,
+        DB_READ_POOL_SIZE=settings.db_read_pool_size,
+        DB_PRE_PING=settings.db_pre_ping,
         SECRET_KEY=settings.secret_key,
         SOCKETIO_ASYNC_MODE="gevent",
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
@@ -57,13 +63,21 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         path = secret_key_path(app.config["DATABASE_URL"])
         app.config["SECRET_KEY"] = load_or_create_secret_key(path)
 
-    database = open_database(app.config["DATABASE_URL"], retention=app.config["CHANGE_LOG_SIZE"])
+    pools = ServerPools(
+        lock_timeout_ms=app.config["LOCK_TIMEOUT_MS"],
+        statement_timeout_ms=app.config["STATEMENT_TIMEOUT_MS"],
+        pool_size=app.config["DB_POOL_SIZE"], read_pool_size=app.config["DB_READ_POOL_SIZE"],
+        pre_ping=app.config["DB_PRE_PING"],
+    )
+    database = open_database(app.config["DATABASE_URL"], retention=app.config["CHANGE_LOG_SIZE"],
+                             pools=pools)
     cursors = Cursors(app.config["SECRET_KEY"])
     # The namespace, its sequencer (whole-table events) and its view engine (views) send
     # to this process's sockets only; the names below are bound before any of them sends.
-    engine = ViewEngine(database.sessions, cursors,
+    # Background reads (views, the relay) use the readers' pool: writers never starve them.
+    engine = ViewEngine(database.reads, cursors,
                         send=lambda sid, name, payload: namespace.emit_local(name, payload, to=sid))
-    sequencer = Sequencer(database.sessions, emit=lambda *a, **kw: namespace.emit_local(*a, **kw),
+    sequencer = Sequencer(database.reads, emit=lambda *a, **kw: namespace.emit_local(*a, **kw),
                           enter=lambda sid: namespace.enter(sid))
     namespace = UsersNamespace(engine, sequencer)
     sequencer.start_at_current()  # history before start-up is for catch-ups, not the room

@@ -29,6 +29,18 @@ USERBOARD_SOCKET_HANDSHAKES_PER_ADDRESS   new socket connections per address (de
 USERBOARD_SOCKET_MESSAGES_PER_CONNECTION  messages one connection may send (default 20/4 seconds)
 USERBOARD_SOCKET_MESSAGES_PER_ADDRESS     messages all connections of one address may send
                                           (default 100/10 seconds)
+USERBOARD_LOCK_TIMEOUT_MS  how long the server's statements wait for a lock (the seq counter, a row)
+                           before the request fails with 503 and Retry-After (default 2000); also
+                           how long a write waits for a connection. SQLite: the busy timeout
+USERBOARD_STATEMENT_TIMEOUT_MS
+                           the longest one of the server's statements may run (default 10000;
+                           PostgreSQL only: SQLite has no statement timeout)
+USERBOARD_DB_POOL_SIZE     database connections per server process for writes (default 5)
+USERBOARD_DB_READ_POOL_SIZE
+                           connections per server process for everything that never takes the seq
+                           counter: reads, logins, snapshots, socket connects (default 10)
+USERBOARD_DB_PRE_PING      true (default): test each pooled connection before use, so one the
+                           database dropped is replaced instead of failing a request; false
 """
 
 from __future__ import annotations
@@ -42,6 +54,8 @@ import limits
 from sqlalchemy.engine import make_url
 
 DEFAULT_DATABASE_URL = "sqlite:///userboard.db"
+MAX_TIMEOUT_MS = 2_147_483_647  # PostgreSQL's largest lock_timeout / statement_timeout
+MAX_POOL_SIZE = 1000
 
 
 class ConfigError(Exception):
@@ -65,6 +79,11 @@ class Settings:
     socket_handshakes_per_address: str = "60/minute"
     socket_messages_per_connection: str = "20/4 seconds"
     socket_messages_per_address: str = "100/10 seconds"
+    lock_timeout_ms: int = 2000
+    statement_timeout_ms: int = 10000
+    db_pool_size: int = 5
+    db_read_pool_size: int = 10
+    db_pre_ping: bool = True
 
     @classmethod
     def from_env(cls, env=None) -> Settings:
@@ -92,10 +111,19 @@ class Settings:
         hops = env.get("USERBOARD_PROXY_HOPS", "0").strip()
         if not hops.isdigit() or not hops.isascii():
             raise ConfigError(f"USERBOARD_PROXY_HOPS must be 0 or a positive integer, not {hops!r}")
+        pre_ping = env.get("USERBOARD_DB_PRE_PING", "true").lower()
+        if pre_ping not in ("true", "false"):
+            raise ConfigError(f"USERBOARD_DB_PRE_PING must be true or false, not {pre_ping!r}")
         return cls(
             heartbeat_seconds=heartbeat_seconds,
             proxy_hops=int(hops),
             **_connection_limits(env),
+            lock_timeout_ms=_positive(env, "USERBOARD_LOCK_TIMEOUT_MS", 2000, MAX_TIMEOUT_MS),
+            statement_timeout_ms=_positive(env, "USERBOARD_STATEMENT_TIMEOUT_MS", 10000,
+                                           MAX_TIMEOUT_MS),
+            db_pool_size=_positive(env, "USERBOARD_DB_POOL_SIZE", 5, MAX_POOL_SIZE),
+            db_read_pool_size=_positive(env, "USERBOARD_DB_READ_POOL_SIZE", 10, MAX_POOL_SIZE),
+            db_pre_ping=pre_ping == "true",
             allowed_origins=origins,
             secure_cookies=secure,
             database_url=env.get("USERBOARD_DATABASE_URL") or DEFAULT_DATABASE_URL,
@@ -146,6 +174,12 @@ def check_rate(key: str, rate: str) -> str:
     if len(parsed) != 1 or parsed[0].amount < 1:
         raise ConfigError(f"{key} must be a rate such as 60/minute or 20/4 seconds, not {rate!r}")
     return rate
+def _positive(env, name: str, default: int, maximum: int) -> int:
+    """An integer setting from 1 to `maximum`."""
+    value = env.get(name, str(default)).strip()
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= maximum:
+        raise ConfigError(f"{name} must be an integer from 1 to {maximum}, not {value!r}")
+    return int(value)
 
 
 def secret_key_path(database_url: str) -> Path:

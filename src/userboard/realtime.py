@@ -19,7 +19,8 @@ from sqlalchemy import select
 from . import auth, views
 from .capture import current_seq
 from .changelog import ChangeLog
-from .db import read_snapshot
+from .db import connection_lost, read_snapshot, unavailable
+from .errors import RETRY_AFTER
 from .events import NAMESPACE, ROOM, USERS_SNAPSHOT
 from .extension import app_state, get_db
 from .models import User, user_dict
@@ -35,6 +36,9 @@ REPLAY_LIMIT = 1000
 # A whole-table snapshot holds at most this many users (about 1 MB at the longest values).
 SNAPSHOT_MAX = 2000
 USERS_TOO_LARGE = "users_too_large"
+# What a connect or event gets when the database cannot answer now (as HTTP's 503).
+UNAVAILABLE = {"code": "unavailable", "message": "the database cannot answer now; try again shortly",
+               "fields": {}, "retry_after": RETRY_AFTER}
 
 
 def _as_seq(value) -> int | None:
@@ -86,6 +90,31 @@ class UsersNamespace(Namespace):
         self.views = engine  # the live views of this process's sockets
         self.sequencer = sequencer  # whole-table events, in order, to this process's room
         self.clients: dict[str, auth.Principal] = {}  # this process's sockets
+
+    def trigger_event(self, event, *args):
+        """Run a handler; if the database cannot answer now, refuse or answer with an error.
+
+        A handler whose connection was dropped runs once more on a fresh one: handlers read
+        before they send anything.
+        """
+        for last_try in (False, True):
+            try:
+                return super().trigger_event(event, *args)
+            except Exception as exc:
+                if not unavailable(exc):
+                    raise
+                if last_try or not connection_lost(exc):
+                    return self._unavailable(event, exc)
+        return None
+
+    @staticmethod
+    def _unavailable(event: str, exc: Exception):
+        """The database could not answer: refuse a connect, answer an event with an error."""
+        log.warning("socket %s failed, database unavailable: %s", event,
+                    type(getattr(exc, "orig", None) or exc).__name__)
+        if event == "connect":
+            raise ConnectionRefusedError("unavailable", UNAVAILABLE) from None
+        return {"error": UNAVAILABLE}
 
     def enter(self, sid: str) -> None:
         """Put a socket into the whole-table room (the sequencer decides when)."""

@@ -107,7 +107,7 @@ def background_loop(app) -> None:
             gevent.sleep(TICK)
             try:
                 state.gate.expire()
-                with state.database.session() as db:
+                with state.database.read_session() as db:
                     state.namespace.revalidate(db)
             except Exception:  # a database hiccup must not end the loop
                 log.exception("background loop failed; retrying")
