@@ -1,5 +1,6 @@
 // Copy the browser builds of npm dependencies into the Python package's static folder.
-// Runs after `npm ci`; the copies are build output and are never committed.
+// Runs after `npm ci` (yours, or the one setup.py runs when building a wheel without them); the
+// copies are build output and are never committed.
 import { copyFileSync, mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";

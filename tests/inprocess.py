@@ -121,7 +121,7 @@ class InProcess:
         return self.client.get("/api/users", headers=self.headers).get_json()["seq"]
 
     def close(self):
-        self.database.engine.dispose()
+        self.database.close()
 
 
 class LiveSocket(SocketIOTestClient):

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import stat
+from importlib.metadata import version
 
 import pytest
 import requests
@@ -66,6 +67,12 @@ def test_token_create_prints_only_the_token(tmp_path, env):
 
 def test_token_create_for_unknown_admin_exits_1(tmp_path, env):
     assert_one_line_error(cli(tmp_path, env, "token", "create", "ghost"), "no active admin")
+
+
+def test_version_prints_the_installed_version(tmp_path, env):
+    done = cli(tmp_path, env, "--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"userboard {version('userboard')}\n"
 
 
 def add_boss(tmp_path, env):

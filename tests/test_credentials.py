@@ -9,6 +9,7 @@ database, the way a clock would. Timeout arithmetic is unit-tested with an expli
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -31,7 +32,7 @@ from userboard.migrations import alembic_config, upgrade
 from userboard.models import ApiToken, LoginSession, User
 
 from .helpers import ADMIN_PASSWORD, issue_token
-from .inprocess import PASSWORD, csrf_of
+from .inprocess import PASSWORD, InProcess, csrf_of
 
 # -- on the real server ---------------------------------------------------------------------
 
@@ -268,6 +269,35 @@ def test_log_out_everywhere_cuts_this_processes_sockets_at_once(site):
     assert not socket.connected_to_users  # cut in the request, not at the next check
     refused = browser.post("/logout-everywhere", data={"csrf_token": csrf})
     assert refused.status_code == 302 and refused.headers["Location"].endswith("/login")
+
+
+def test_noting_a_tokens_use_never_waits_for_a_writer(tmp_path):
+    """A read with a token whose use is due to be noted, while another connection holds
+    SQLite's write lock for longer than the lock timeout: it answers, notes nothing, and the
+    next use notes it."""
+    site = InProcess(tmp_path, LOCK_TIMEOUT_MS=60_000)
+    try:
+        token = site.token_for("root")
+        headers = {"Authorization": f"Bearer {token}"}
+        holder = sqlite3.connect(site.database_url.removeprefix("sqlite:///"), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        answers: list[int] = []
+        reader = threading.Thread(target=lambda: answers.append(
+            site.client.get("/api/users", headers=headers).status_code))
+        reader.start()
+        reader.join(10)  # a deadline for the answer, far below the 60 s a waiting read would take
+        holder.execute("ROLLBACK")
+        holder.close()
+        assert answers == [200]
+        with site.database.session() as session:
+            assert session.scalar(select(ApiToken.last_used_at).where(
+                ApiToken.token_hash == auth._digest(token))) is None
+        assert site.client.get("/api/users", headers=headers).status_code == 200
+        with site.database.session() as session:
+            assert session.scalar(select(ApiToken.last_used_at).where(
+                ApiToken.token_hash == auth._digest(token))) is not None
+    finally:
+        site.close()
 
 
 @pytest.fixture

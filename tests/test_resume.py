@@ -186,7 +186,7 @@ def test_a_lost_event_is_healed_by_the_heartbeat(server):
         live.drop_next = True
         answer = server.api().post(server.url + "/api/users",
                                    json={"username": "lost_one", "email": "lost@example.com"}).json()
-        # No later event arrives; the heartbeat (every 2 s) shows the client it is behind.
+        # No later event arrives; the heartbeat (every 0.2 s on test servers) shows the client it is behind.
         assert live.wait_for_seq(answer["seq"], timeout=6)
         assert answer["user"]["id"] in live.users
         assert live.users == db_users(server)

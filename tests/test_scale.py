@@ -60,13 +60,17 @@ class RedisProcess:
             self.proc.wait()
 
 
-def start_pair(tmp_path, database_url: str, queue_url: str) -> list[ServerProcess]:
-    """Two `userboard serve` processes of one install: one database, one queue channel."""
+def start_pair(tmp_path, database_url: str, queue_url: str, **settings) -> list[ServerProcess]:
+    """Two `userboard serve` processes of one install: one database, one queue channel.
+
+    `settings` are further USERBOARD_* variables for both.
+    """
     env = {
         "USERBOARD_DATABASE_URL": database_url,
         "USERBOARD_MESSAGE_QUEUE": queue_url,
         "USERBOARD_CHANNEL": f"userboard-test-{uuid.uuid4().hex[:8]}",
         "USERBOARD_SECRET_KEY": "shared-by-every-process-of-this-install",
+        **settings,
     }
     servers = [ServerProcess(tmp_path / name, env=env) for name in ("a", "b")]
     for server in servers:

@@ -1,7 +1,8 @@
 """Hostile origins, oversized and too-frequent socket messages, headers, cookies and logs.
 
-Origins, the socket message size and the server's log output on a real server (the handshake,
-the websocket upgrade, the transport and the CLI's logging are the point); the rest in process.
+Origins, the socket message size and rate, and the server's log output on a real server (the
+handshake, the websocket upgrade, the transport and the CLI's logging are the point); the rest in
+process. Holding connections and the per-address limits: test_abuse.py.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import requests
 import socketio
 import websocket
 
-from userboard.events import NAMESPACE
+from userboard.config import ConfigError, Settings
 
 from .helpers import ADMIN_PASSWORD, ServerProcess, seed_admin
-from .inprocess import InProcess
+from .inprocess import InProcess, csrf_of
+from .wire import flood, join, open_websocket
 
 
 def handshake(server, origin=None):
@@ -58,6 +60,40 @@ def test_websocket_handshake_from_another_origin_is_refused(guarded):
     ws.close()
 
 
+def test_forwarded_headers_are_ignored_without_proxy_hops(guarded):
+    spoofed = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example",
+               "X-Forwarded-For": "10.9.8.7"}
+    answer = requests.get(guarded.url + "/socket.io/?EIO=4&transport=polling",
+                          headers={"Origin": "https://evil.example", **spoofed})
+    assert answer.status_code == 400
+    assert "Secure" not in session_cookie(requests.get(guarded.url + "/login", headers=spoofed))
+
+
+def test_proxy_hops_take_address_scheme_and_host_from_the_proxys_values(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="userboard")
+    site = InProcess(tmp_path, PROXY_HOPS=1)
+    try:
+        client = site.new_client()
+        page = client.get("/login", headers={"X-Forwarded-Proto": "https",
+                                             "X-Forwarded-Host": "users.example.com"})
+        assert "Secure" in session_cookie(page)
+        # The client wrote the first value; the one proxy appended the address it saw.
+        client.post("/login", headers={"X-Forwarded-For": "6.6.6.6, 10.20.30.40"},
+                    data={"username": "root", "password": "wrong-password",
+                          "csrf_token": csrf_of(page.text)})
+    finally:
+        site.close()
+    assert any("failed login for 'root' from 10.20.30.40" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("value", ["-1", "one", "1.5", "\u00b2", "2 hops"])
+def test_proxy_hops_must_be_a_whole_number(value):
+    with pytest.raises(ConfigError, match="USERBOARD_PROXY_HOPS"):
+        Settings.from_env({"USERBOARD_PROXY_HOPS": value})
+    assert Settings.from_env({"USERBOARD_PROXY_HOPS": "2"}).proxy_hops == 2
+    assert Settings.from_env({}).proxy_hops == 0
+
+
 def test_star_is_not_an_allowed_origin(tmp_path):
     done = ServerProcess(tmp_path, env={"USERBOARD_ALLOWED_ORIGINS": "*"}).cli("db", "upgrade")
     assert done.returncode == 1 and "not allowed" in done.stderr
@@ -87,15 +123,15 @@ def test_a_socket_message_over_64_kb_disconnects_the_sender(guarded):
         ws.shutdown()  # close() skips the socket once the server has hung up
 
 
-def test_a_socket_sending_too_fast_is_disconnected(site, caplog):
-    caplog.set_level(logging.WARNING, logger="userboard")
-    socket = site.socket(auth={"token": site.token})
-    for _ in range(60):
-        if not socket.connected_to_users:
-            break
-        socket.emit("resync", {"since": 10**9}, namespace=NAMESPACE)
-    assert not socket.connected_to_users
-    assert any("too fast" in record.getMessage() for record in caplog.records)
+def test_a_socket_sending_too_fast_is_disconnected(guarded):
+    ws = join(open_websocket(guarded), guarded.token)
+    served = flood(ws, ['42/users,["resync",{"since":1000000000}]'] * 60)
+    assert served is not None, "the connection stayed open"
+    assert served[0] <= 19  # snapshots: a budget of 20 messages, the join included
+    deadline = time.monotonic() + 5
+    while "sent messages too fast" not in "".join(guarded.output):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)  # the server's output arrives through a pipe
 
 
 def test_security_headers_on_pages_and_api(client):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from userboard.auth import LoginThrottle
+from userboard.throttle import LoginThrottle
 
 from .inprocess import PASSWORD, csrf_of
 
@@ -52,9 +52,11 @@ def test_repeated_failures_from_one_address_are_slowed_down(fresh_site):
     client = fresh_site.new_client()
     for _ in range(5):
         assert post_login(client, "root", "wrong-password").status_code == 401
-    # Now even the right password has to wait.
+    # Now even the right password has to wait, and the answer says how long.
     blocked = post_login(client, "root", PASSWORD)
-    assert blocked.status_code == 429 and "Too many failed attempts" in blocked.text
+    assert blocked.status_code == 429
+    wait = int(blocked.headers["Retry-After"])
+    assert wait >= 1 and f"Too many failed attempts. Try again in {wait} seconds." in blocked.text
 
 
 def test_throttle_waits_grow_and_expire():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import websocket
 
@@ -183,3 +184,53 @@ def assert_matches_database(client: WireClient, server, timeout: float = 10) -> 
               for i in sorted(held.keys() | users.keys()) if held.get(i) != users.get(i)}
     assert not differ, f"at seq {seq} the client differs from the database: {differ}"
     return seq
+
+
+# -- a raw websocket, for floods: no reader thread, the test reads what it wants ----------------
+
+
+def open_websocket(server, sock=None) -> websocket.WebSocket:
+    """An Engine.IO websocket to `server` (over `sock`, if given) that has joined nothing yet."""
+    url = server.url.replace("http://", "ws://", 1) + "/socket.io/?EIO=4&transport=websocket"
+    ws = websocket.create_connection(url, timeout=5, **({"socket": sock} if sock else {}))
+    assert ws.recv().startswith("0{")  # open
+    return ws
+
+
+def join(ws: websocket.WebSocket, token: str) -> websocket.WebSocket:
+    """Join /users with `token` and read up to the ack (the catch-up comes before it)."""
+    ws.send(f"40{NAMESPACE}," + json.dumps({"token": token}))
+    while not ws.recv().startswith(f"40{NAMESPACE}"):
+        pass
+    return ws
+
+
+def flood(ws: websocket.WebSocket, frames: list[str]) -> tuple[int, int] | None:
+    """Send `frames` back to back, then read until the server hangs up.
+
+    Returns (snapshots, other events) it served meanwhile (heartbeats not counted), or None if
+    it had not hung up 5 s later. The websocket is shut down either way.
+    """
+    for frame in frames:
+        try:
+            ws.send(frame)
+        except (websocket.WebSocketConnectionClosedException, ConnectionError):
+            break  # already cut
+    snapshots = events = 0
+    deadline = time.monotonic() + 5
+    try:
+        while time.monotonic() < deadline:  # heartbeats keep coming while it is open
+            frame = ws.recv()
+            if frame == "":
+                return snapshots, events
+            if frame.startswith(f'42{NAMESPACE},["users_snapshot"'):
+                snapshots += 1
+            elif frame.startswith("42") and '"heartbeat"' not in frame:
+                events += 1
+        return None
+    except (websocket.WebSocketConnectionClosedException, ConnectionError):
+        return snapshots, events
+    except websocket.WebSocketTimeoutException:
+        return None
+    finally:
+        ws.shutdown()

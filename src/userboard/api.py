@@ -12,7 +12,7 @@ from wtforms import ValidationError
 from . import auth, changelog, csv_export, users, views
 from .capture import answer_seq, set_actor
 from .errors import ApiError
-from .extension import app_state, get_db
+from .extension import app_state, get_db, writes_no_events
 from .openapi import spec
 
 log = logging.getLogger(__name__)
@@ -158,6 +158,7 @@ def delete_user(user_id: int):
 
 
 @bp.post("/logout-everywhere")
+@writes_no_events
 def logout_everywhere():
     """End every browser login of the caller's admin (the calling one too); tokens stay."""
     db = get_db()

@@ -7,16 +7,21 @@ from datetime import timedelta
 from flask import Flask
 from flask_socketio import SocketIO
 from flask_wtf.csrf import generate_csrf
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import errors, extension, i18n, security
 from .api import bp as api_bp
-from .auth import LoginThrottle, SessionTimeouts
+from .auth import SessionTimeouts
 from .bootstrap import open_database
 from .config import Settings, load_or_create_secret_key, secret_key_path
+from .db import ServerPools
+from .events import NAMESPACE
 from .extension import Userboard
+from .gate import SocketGate
 from .publish import QueuedEmitter, sequenced_redis_manager
 from .realtime import UsersNamespace
 from .relay import SequencedEmitter, Sequencer
+from .throttle import LoginThrottle, RedisLoginThrottle
 from .viewengine import ViewEngine
 from .views import Cursors
 from .web import bp as web_bp
@@ -34,7 +39,20 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         CHANNEL=settings.channel,
         ALLOWED_ORIGINS=settings.allowed_origins,
         SECURE_COOKIES=settings.secure_cookies,
+        PROXY_HOPS=settings.proxy_hops,
+        HTTP_IDLE_TIMEOUT=settings.http_idle_timeout,
+        SOCKET_AUTH_TIMEOUT=settings.socket_auth_timeout,
+        SOCKET_PENDING_PER_ADDRESS=settings.socket_pending_per_address,
+        SOCKET_HANDSHAKES_PER_ADDRESS=settings.socket_handshakes_per_address,
+        SOCKET_MESSAGES_PER_CONNECTION=settings.socket_messages_per_connection,
+        SOCKET_MESSAGES_PER_ADDRESS=settings.socket_messages_per_address,
         CHANGE_LOG_SIZE=settings.change_log_size,
+        HEARTBEAT_SECONDS=settings.heartbeat_seconds,
+        LOCK_TIMEOUT_MS=settings.lock_timeout_ms,
+        STATEMENT_TIMEOUT_MS=settings.statement_timeout_ms,
+        DB_POOL_SIZE=settings.db_pool_size,
+        DB_READ_POOL_SIZE=settings.db_read_pool_size,
+        DB_PRE_PING=settings.db_pre_ping,
         SESSION_IDLE_MINUTES=settings.session_idle_minutes,
         SESSION_MAX_HOURS=settings.session_max_hours,
         SECRET_KEY=settings.secret_key,
@@ -50,13 +68,21 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         path = secret_key_path(app.config["DATABASE_URL"])
         app.config["SECRET_KEY"] = load_or_create_secret_key(path)
 
-    database = open_database(app.config["DATABASE_URL"], retention=app.config["CHANGE_LOG_SIZE"])
+    pools = ServerPools(
+        lock_timeout_ms=app.config["LOCK_TIMEOUT_MS"],
+        statement_timeout_ms=app.config["STATEMENT_TIMEOUT_MS"],
+        pool_size=app.config["DB_POOL_SIZE"], read_pool_size=app.config["DB_READ_POOL_SIZE"],
+        pre_ping=app.config["DB_PRE_PING"],
+    )
+    database = open_database(app.config["DATABASE_URL"], retention=app.config["CHANGE_LOG_SIZE"],
+                             pools=pools)
     cursors = Cursors(app.config["SECRET_KEY"])
     # The namespace, its sequencer (whole-table events) and its view engine (views) send
     # to this process's sockets only; the names below are bound before any of them sends.
-    engine = ViewEngine(database.sessions, cursors,
+    # Background reads (views, the relay) use the readers' pool: writers never starve them.
+    engine = ViewEngine(database.reads, cursors,
                         send=lambda sid, name, payload: namespace.emit_local(name, payload, to=sid))
-    sequencer = Sequencer(database.sessions, emit=lambda *a, **kw: namespace.emit_local(*a, **kw),
+    sequencer = Sequencer(database.reads, emit=lambda *a, **kw: namespace.emit_local(*a, **kw),
                           enter=lambda sid: namespace.enter(sid))
     namespace = UsersNamespace(engine, sequencer)
     sequencer.start_at_current()  # history before start-up is for catch-ups, not the room
@@ -76,15 +102,36 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         async_mode=app.config["SOCKETIO_ASYNC_MODE"],
         max_http_buffer_size=MAX_BODY_BYTES,  # a bigger message closes the connection
         cors_allowed_origins=security.origin_checker(tuple(app.config["ALLOWED_ORIGINS"])),
+        namespaces=[NAMESPACE],  # any other, the default "/" included, is refused
         **queue_options,
     )
     socketio.on_namespace(namespace)
+    # In front of Flask-SocketIO's middleware (a proxy fix goes around it, for the address).
+    gate = SocketGate(
+        socketio.server, app.wsgi_app, NAMESPACE,
+        auth_timeout=app.config["SOCKET_AUTH_TIMEOUT"],
+        pending_per_address=app.config["SOCKET_PENDING_PER_ADDRESS"],
+        handshakes_per_address=app.config["SOCKET_HANDSHAKES_PER_ADDRESS"],
+        messages_per_connection=app.config["SOCKET_MESSAGES_PER_CONNECTION"],
+        messages_per_address=app.config["SOCKET_MESSAGES_PER_ADDRESS"],
+    )
+    app.wsgi_app = gate
+    if app.config["PROXY_HOPS"]:
+        # Around what the server calls, Flask-SocketIO's middleware included: pages, the API and
+        # every Engine.IO request (origin check, socket handlers) see the client's address,
+        # scheme and host.
+        hops = app.config["PROXY_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     queue = socketio if app.config["MESSAGE_QUEUE"] else None
     database.capture.publishers.append(QueuedEmitter(SequencedEmitter(sequencer, queue)))
     database.capture.publishers.append(engine)  # wakes it: views follow this process's commits
+    if app.config["MESSAGE_QUEUE"]:  # several processes: they share the count of failed logins
+        throttle = RedisLoginThrottle(app.config["MESSAGE_QUEUE"], prefix=app.config["CHANNEL"])
+    else:
+        throttle = LoginThrottle()
     app.extensions[extension.KEY] = Userboard(
         database=database, socketio=socketio, namespace=namespace, sequencer=sequencer,
-        login_throttle=LoginThrottle(), cursors=cursors, views=engine,
+        login_throttle=throttle, cursors=cursors, views=engine, gate=gate,
         session_timeouts=SessionTimeouts(idle=timedelta(minutes=app.config["SESSION_IDLE_MINUTES"]),
                                          absolute=timedelta(hours=app.config["SESSION_MAX_HOURS"])),
     )

@@ -14,20 +14,23 @@ for the length of each login. No transaction may stay open across a hash (`end_t
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import secrets
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from gevent import monkey
 from sqlalchemy import delete, func, or_, select, true
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .db import iso, utcnow
 from .models import TOKEN_LABEL_MAX, ApiToken, LoginSession, User
+
+log = logging.getLogger(__name__)
 
 
 class Hashing:
@@ -180,10 +183,22 @@ def _touch(session: Session, credential, column: str, now: datetime) -> None:
     """Note a credential's use (unless that was noted less than TOUCH_EVERY ago), and end the
     transaction of the check: the request's own work starts on a fresh snapshot, so a wait
     before it writes (reading the request's body, a hash) cannot leave it unable to write on
-    SQLite."""
+    SQLite.
+
+    Noting is best effort: while another writer holds SQLite's lock it is skipped (the next
+    use notes it), so that a read never fails on this bookkeeping. (SQLite does not wait for a
+    write lock in a transaction that has read already: it answers "busy" at once.)
+    """
     last = getattr(credential, column)
     if last is None or now - last >= TOUCH_EVERY:
-        setattr(credential, column, now)
+        try:
+            setattr(credential, column, now)
+            session.flush()
+        except SQLAlchemyError as error:
+            log.info("last use of a %s not noted this time: %s", column.split("_")[1],
+                     type(error).__name__)
+            session.rollback()
+            return
     end_transaction(session)
 
 
@@ -286,45 +301,3 @@ def still_valid(session: Session, principals: Iterable[Principal],
     live = {"session": live_logins, "token": live_tokens}
     return {p for p in principals if p.user_id in admins and p.credential_id in live[p.kind]}
 
-
-class LoginThrottle:
-    """Slow down password guessing: per client address and per account name.
-
-    After `free` failures within `window` seconds for a key, every further attempt for that key
-    must wait 2**(failures - free) seconds (at most `max_wait`) after the last failure. Kept in
-    the memory of one process: each server process throttles on its own.
-    """
-
-    def __init__(self, free: int = 5, window: float = 900, max_wait: float = 300, clock=None):
-        self.free, self.window, self.max_wait = free, window, max_wait
-        self.clock = clock or time.monotonic
-        self._failures: dict[str, tuple[int, float]] = {}
-
-    def _current(self, key: str) -> tuple[int, float]:
-        count, last = self._failures.get(key, (0, 0.0))
-        if count and self.clock() - last > self.window:
-            self._failures.pop(key, None)
-            return 0, 0.0
-        return count, last
-
-    def wait_seconds(self, *keys: str) -> float:
-        """How long the caller must wait before trying again (0 if it may try now)."""
-        wait = 0.0
-        for key in keys:
-            count, last = self._current(key)
-            if count >= self.free:
-                delay = min(2 ** (count - self.free), self.max_wait)
-                wait = max(wait, last + delay - self.clock())
-        return max(wait, 0.0)
-
-    def failed(self, *keys: str) -> None:
-        now = self.clock()
-        for key in keys:
-            count, _ = self._current(key)
-            self._failures[key] = (count + 1, now)
-        if len(self._failures) > 100_000:  # keep memory bounded under a flood of addresses
-            self._failures.clear()
-
-    def succeeded(self, *keys: str) -> None:
-        for key in keys:
-            self._failures.pop(key, None)

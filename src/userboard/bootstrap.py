@@ -21,25 +21,40 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from . import events as ev
 from .capture import ACTOR_KEY, DEFAULT_RETENTION, ChangeCapture, install_capture
-from .db import make_engine, make_session_factory
+from .db import ServerPools, make_engine, make_session_factory
 from .publish import QueuedEmitter
 
 
 @dataclass
 class Database:
+    """Capturing sessions for writes (`sessions`) and, on a server, a second pool (`reads`)
+    for work that never takes the seq counter; elsewhere `reads` is `sessions`."""
+
     engine: Engine
     sessions: sessionmaker
     capture: ChangeCapture
     emitter: QueuedEmitter | None = None
+    reads: sessionmaker | None = None
+    read_engine: Engine | None = None  # the readers' pool, if it has one of its own
+
+    def __post_init__(self) -> None:
+        if self.reads is None:
+            self.reads = self.sessions
 
     def session(self) -> Session:
         return self.sessions()
+
+    def read_session(self) -> Session:
+        """A session on the readers' pool: for reads and writes of no captured row (logins)."""
+        return self.reads()
 
     def close(self, timeout: float = 5.0) -> None:
         """Send what is still queued, then release connections."""
         if self.emitter is not None:
             self.emitter.flush(timeout)
         self.engine.dispose()
+        if self.read_engine is not None:
+            self.read_engine.dispose()
 
 
 def open_database(
@@ -48,23 +63,35 @@ def open_database(
     retention: int = DEFAULT_RETENTION,
     channel: str = "userboard",
     actor: dict | str | None = None,
+    pools: ServerPools | None = None,
 ) -> Database:
     """Open `url` with change capture; publish through `message_queue` (write-only) if given.
 
     `actor` says who the changes are by: a name (a script's, shown in every event and in the
     history) or a whole `events.actor(...)`. By default, a script named after the program.
+    `pools` (the server's) gives writes and reads separate, bounded pools and writes timeouts;
+    without it there is one engine with SQLAlchemy's defaults, as a script expects.
     """
-    engine = make_engine(url)
+    engine = make_engine(url) if pools is None else pools.writer_engine(url)
     sessions = make_session_factory(engine)
+    reads = sessions
+    reader = None if pools is None else pools.reader_engine(url)
+    if reader is not None:
+        reads = make_session_factory(reader)
     if actor is not None:
         by = ev.actor("script", None, actor) if isinstance(actor, str) else actor
         sessions.configure(info={ACTOR_KEY: by})
+        reads.configure(info={ACTOR_KEY: by})
+    # Capture on the readers' sessions too: no write of a tracked row goes unpublished,
+    # whichever pool it used.
     capture = install_capture(sessions, retention=retention)
+    if reads is not sessions:
+        capture.install(reads)
     emitter = None
     if message_queue:
         emitter = QueuedEmitter(write_only_emitter(message_queue, channel))
         capture.publishers.append(emitter)
-    return Database(engine, sessions, capture, emitter)
+    return Database(engine, sessions, capture, emitter, reads, reader)
 
 
 def write_only_emitter(message_queue: str, channel: str = "userboard"):

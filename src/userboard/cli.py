@@ -51,6 +51,7 @@ def _migrate(url: str) -> None:
 
 
 @click.group()
+@click.version_option(package_name="userboard", message="userboard %(version)s")
 def cli():
     """userboard: a users dashboard whose open tabs stay in sync by push on commit."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

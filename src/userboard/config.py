@@ -9,6 +9,38 @@ USERBOARD_CHANGE_LOG_SIZE  how many recent events the change log keeps (default 
 USERBOARD_ALLOWED_ORIGINS  other origins whose pages may open the socket, comma-separated
                            (e.g. https://admin.example.com); the server's own is always allowed
 USERBOARD_SECURE_COOKIES   auto (default: Secure when the request came over https), true, false
+USERBOARD_HEARTBEAT_SECONDS how often every socket is told the latest seq (default 2): the longest a
+                           client that missed an event goes without noticing
+USERBOARD_PROXY_HOPS       how many reverse proxies in front of the server to trust (default 0):
+                           the client address, scheme and host are taken from the last N values
+                           of X-Forwarded-For, -Proto and -Host. It must equal the real number of
+                           proxies: with more, a client can spoof its address (docs/security.md)
+
+USERBOARD_HTTP_IDLE_TIMEOUT  seconds a connection may wait for its next request, or between the
+                             bytes of a request's head, before the server closes it (default 10)
+
+Socket limits (docs/security.md, "Holding connections and flooding: limits and timeouts"); rates
+are in the notation of the `limits` library, e.g. 60/minute or 20/4 seconds:
+USERBOARD_SOCKET_AUTH_TIMEOUT             seconds a socket connection may stay open without
+                                          joining /users (default 10)
+USERBOARD_SOCKET_PENDING_PER_ADDRESS      such not-yet-joined connections one address may hold at
+                                          once (default 10)
+USERBOARD_SOCKET_HANDSHAKES_PER_ADDRESS   new socket connections per address (default 60/minute)
+USERBOARD_SOCKET_MESSAGES_PER_CONNECTION  messages one connection may send (default 20/4 seconds)
+USERBOARD_SOCKET_MESSAGES_PER_ADDRESS     messages all connections of one address may send
+                                          (default 100/10 seconds)
+USERBOARD_LOCK_TIMEOUT_MS  how long the server's statements wait for a lock (the seq counter, a row)
+                           before the request fails with 503 and Retry-After (default 2000); also
+                           how long a write waits for a connection. SQLite: the busy timeout
+USERBOARD_STATEMENT_TIMEOUT_MS
+                           the longest one of the server's statements may run (default 10000;
+                           PostgreSQL only: SQLite has no statement timeout)
+USERBOARD_DB_POOL_SIZE     database connections per server process for writes (default 5)
+USERBOARD_DB_READ_POOL_SIZE
+                           connections per server process for everything that never takes the seq
+                           counter: reads, logins, snapshots, socket connects (default 10)
+USERBOARD_DB_PRE_PING      true (default): test each pooled connection before use, so one the
+                           database dropped is replaced instead of failing a request; false
 USERBOARD_SESSION_IDLE_MINUTES  a browser login ends after this many minutes without a request
                            or socket connect (default 720: 12 hours)
 USERBOARD_SESSION_MAX_HOURS     a browser login ends this many hours after it began, however
@@ -22,9 +54,12 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+import limits
 from sqlalchemy.engine import make_url
 
 DEFAULT_DATABASE_URL = "sqlite:///userboard.db"
+MAX_TIMEOUT_MS = 2_147_483_647  # PostgreSQL's largest lock_timeout / statement_timeout
+MAX_POOL_SIZE = 1000
 
 
 class ConfigError(Exception):
@@ -40,13 +75,28 @@ class Settings:
     change_log_size: int
     allowed_origins: tuple[str, ...] = ()
     secure_cookies: str = "auto"
+    heartbeat_seconds: float = 2.0
+    proxy_hops: int = 0
+    http_idle_timeout: float = 10.0
+    socket_auth_timeout: float = 10.0
+    socket_pending_per_address: int = 10
+    socket_handshakes_per_address: str = "60/minute"
+    socket_messages_per_connection: str = "20/4 seconds"
+    socket_messages_per_address: str = "100/10 seconds"
+    lock_timeout_ms: int = 2000
+    statement_timeout_ms: int = 10000
+    db_pool_size: int = 5
+    db_read_pool_size: int = 10
+    db_pre_ping: bool = True
     session_idle_minutes: int = 720
     session_max_hours: int = 168
 
     @classmethod
     def from_env(cls, env=None) -> Settings:
         env = os.environ if env is None else env
-        size = _positive_int(env, "USERBOARD_CHANGE_LOG_SIZE", 10000)
+        size = env.get("USERBOARD_CHANGE_LOG_SIZE", "10000")
+        if not size.isdigit() or int(size) < 1:
+            raise ConfigError(f"USERBOARD_CHANGE_LOG_SIZE must be a positive integer, not {size!r}")
         origins = tuple(
             o.strip().rstrip("/") for o in env.get("USERBOARD_ALLOWED_ORIGINS", "").split(",")
             if o.strip()
@@ -56,28 +106,91 @@ class Settings:
         secure = env.get("USERBOARD_SECURE_COOKIES", "auto").lower()
         if secure not in ("auto", "true", "false"):
             raise ConfigError(f"USERBOARD_SECURE_COOKIES must be auto, true or false, not {secure!r}")
+        heartbeat = env.get("USERBOARD_HEARTBEAT_SECONDS", "2")
+        try:
+            heartbeat_seconds = float(heartbeat)
+        except ValueError:
+            heartbeat_seconds = -1.0
+        if not 0.05 <= heartbeat_seconds <= 60:
+            raise ConfigError("USERBOARD_HEARTBEAT_SECONDS must be a number of seconds from 0.05 to 60, "
+                              f"not {heartbeat!r}")
+        hops = env.get("USERBOARD_PROXY_HOPS", "0").strip()
+        if not hops.isdigit() or not hops.isascii():
+            raise ConfigError(f"USERBOARD_PROXY_HOPS must be 0 or a positive integer, not {hops!r}")
+        pre_ping = env.get("USERBOARD_DB_PRE_PING", "true").lower()
+        if pre_ping not in ("true", "false"):
+            raise ConfigError(f"USERBOARD_DB_PRE_PING must be true or false, not {pre_ping!r}")
         return cls(
+            heartbeat_seconds=heartbeat_seconds,
+            proxy_hops=int(hops),
+            **_connection_limits(env),
+            lock_timeout_ms=_positive(env, "USERBOARD_LOCK_TIMEOUT_MS", 2000, MAX_TIMEOUT_MS),
+            statement_timeout_ms=_positive(env, "USERBOARD_STATEMENT_TIMEOUT_MS", 10000,
+                                           MAX_TIMEOUT_MS),
+            db_pool_size=_positive(env, "USERBOARD_DB_POOL_SIZE", 5, MAX_POOL_SIZE),
+            db_read_pool_size=_positive(env, "USERBOARD_DB_READ_POOL_SIZE", 10, MAX_POOL_SIZE),
+            db_pre_ping=pre_ping == "true",
             allowed_origins=origins,
             secure_cookies=secure,
             database_url=env.get("USERBOARD_DATABASE_URL") or DEFAULT_DATABASE_URL,
             message_queue=env.get("USERBOARD_MESSAGE_QUEUE") or None,
             channel=env.get("USERBOARD_CHANNEL") or "userboard",
             secret_key=env.get("USERBOARD_SECRET_KEY") or None,
-            change_log_size=size,
+            change_log_size=int(size),
             # At most 10 years: beyond that a datetime subtraction could leave the calendar.
-            session_idle_minutes=_positive_int(env, "USERBOARD_SESSION_IDLE_MINUTES", 720,
-                                               most=10 * 366 * 24 * 60),
-            session_max_hours=_positive_int(env, "USERBOARD_SESSION_MAX_HOURS", 168,
-                                            most=10 * 366 * 24),
+            session_idle_minutes=_positive(env, "USERBOARD_SESSION_IDLE_MINUTES", 720,
+                                           10 * 366 * 24 * 60),
+            session_max_hours=_positive(env, "USERBOARD_SESSION_MAX_HOURS", 168, 10 * 366 * 24),
         )
 
 
-def _positive_int(env, name: str, default: int, most: int | None = None) -> int:
+def _connection_limits(env) -> dict:
+    """The connection and socket limits, checked; unset (or empty) ones keep their defaults."""
+    found = {}
+    for name in ("http_idle_timeout", "socket_auth_timeout"):
+        key = "USERBOARD_" + name.upper()
+        if env.get(key):
+            found[name] = _seconds(key, env[key])
+    pending = env.get("USERBOARD_SOCKET_PENDING_PER_ADDRESS")
+    if pending:
+        if not pending.isdigit() or int(pending) < 1:
+            raise ConfigError("USERBOARD_SOCKET_PENDING_PER_ADDRESS must be a positive integer, "
+                              f"not {pending!r}")
+        found["socket_pending_per_address"] = int(pending)
+    for name in ("handshakes_per_address", "messages_per_connection", "messages_per_address"):
+        key = "USERBOARD_SOCKET_" + name.upper()
+        rate = env.get(key)
+        if rate:
+            found["socket_" + name] = check_rate(key, rate)
+    return found
+
+
+def _seconds(key: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= 3600:  # also refuses nan
+        raise ConfigError(f"{key} must be a number of seconds between 0 and 3600, not {value!r}")
+    return seconds
+
+
+def check_rate(key: str, rate: str) -> str:
+    """`rate` if the `limits` library reads it as a positive rate, else a ConfigError."""
+    try:
+        parsed = limits.parse_many(rate)
+    except ValueError:
+        parsed = []
+    if len(parsed) != 1 or parsed[0].amount < 1:
+        raise ConfigError(f"{key} must be a rate such as 60/minute or 20/4 seconds, not {rate!r}")
+    return rate
+
+
+def _positive(env, name: str, default: int, maximum: int) -> int:
+    """An integer setting from 1 to `maximum`."""
     value = env.get(name, str(default)).strip()
-    if not value.isdigit() or not value.isascii() or int(value) < 1:
-        raise ConfigError(f"{name} must be a positive integer, not {value!r}")
-    if most is not None and int(value) > most:
-        raise ConfigError(f"{name} must be at most {most}, not {value}")
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= maximum:
+        raise ConfigError(f"{name} must be an integer from 1 to {maximum}, not {value!r}")
     return int(value)
 
 

@@ -7,23 +7,29 @@ module imports no blueprint and not the factory, so anything may import it witho
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from flask import Flask, current_app, g
+from flask import Flask, current_app, g, request
+from sqlalchemy.exc import SQLAlchemyError
 
 if TYPE_CHECKING:
     from flask_socketio import SocketIO
     from sqlalchemy.orm import Session
 
-    from .auth import LoginThrottle, SessionTimeouts
+    from .auth import SessionTimeouts
     from .bootstrap import Database
+    from .gate import SocketGate
     from .realtime import UsersNamespace
     from .relay import Sequencer
+    from .throttle import LoginThrottle
     from .viewengine import ViewEngine
     from .views import Cursors
 
 KEY = "userboard"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -38,6 +44,7 @@ class Userboard:
     session_timeouts: SessionTimeouts
     cursors: Cursors
     views: ViewEngine
+    gate: SocketGate
 
 
 def app_state(app: Flask | None = None) -> Userboard:
@@ -45,18 +52,47 @@ def app_state(app: Flask | None = None) -> Userboard:
     return (current_app if app is None else app).extensions[KEY]
 
 
+WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+
+
 def get_db() -> Session:
-    """The request's (or socket event's) database session, opened on first use."""
+    """The request's (or socket event's) database session, opened on first use.
+
+    Only an HTTP write gets one on the writers' pool, whose transactions may wait for the seq
+    counter; reads, socket events and views marked `@writes_no_events` (logins) get one on the
+    readers' pool, which writers queued behind a stuck one can never use up.
+    """
     if "db" not in g:
-        g.db = app_state().database.session()
+        database = app_state().database
+        g.db = database.session() if _may_take_counter() else database.read_session()
     return g.db
 
 
+def _may_take_counter() -> bool:
+    if request.method not in WRITE_METHODS or getattr(request, "sid", None) is not None:
+        return False  # a read, or a socket event (they only read)
+    view = current_app.view_functions.get(request.endpoint)
+    return not getattr(view, "writes_no_events", False)
+
+
+def writes_no_events(view):
+    """Mark a view whose writes touch no captured row (a login): it uses the readers' pool."""
+    view.writes_no_events = True
+    return view
+
+
 def close_db(exc: BaseException | None = None) -> None:
-    """Close the context's session, if one was opened."""
+    """Close the context's session, if one was opened.
+
+    Never raises: the answer is made by now, and a connection the database dropped (its
+    rollback fails) is discarded by the pool anyway.
+    """
     db = g.pop("db", None)
     if db is not None:
-        db.close()
+        try:
+            db.close()
+        except SQLAlchemyError as error:
+            log.warning("closing a database session failed: %s", type(error).__name__)
 
 
 def init_app(app: Flask) -> None:

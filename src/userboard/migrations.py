@@ -1,7 +1,10 @@
 """Bring a database to the latest schema with Alembic. Imports no Flask.
 
-The migration scripts live in the repository's top-level `alembic/` folder (the package is
-installed in editable mode, as the README says), next to `alembic.ini` for the `alembic` command.
+The migration scripts live in the package's `alembic/` folder (env.py, versions/; files that
+Alembic runs, not modules to import), so any install, a wheel included, can migrate. The
+Alembic configuration is built here in code, with no alembic.ini; the repository's alembic.ini
+points at the same folder, for the `alembic` command in a source checkout
+(`alembic revision --autogenerate -m ...`).
 """
 
 from __future__ import annotations
@@ -15,17 +18,14 @@ from sqlalchemy import text
 from . import triggers
 from .db import make_engine
 
-ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = Path(__file__).resolve().parent / "alembic"
 
 
 def alembic_config(url: str) -> Config:
-    ini = ROOT / "alembic.ini"
-    if not ini.exists():
-        raise FileNotFoundError(f"alembic.ini not found at {ini}; install userboard with pip -e")
-    config = Config(str(ini))
-    config.set_main_option("script_location", str(ROOT / "alembic"))
+    """Alembic's configuration for `url`, with no file: env.py leaves logging to the caller."""
+    config = Config()
+    config.set_main_option("script_location", str(SCRIPTS))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    config.attributes["configure_logger"] = False
     return config
 
 

@@ -54,7 +54,8 @@ ERROR = {
             "properties": {
                 "code": {"enum": ["bad_request", "unauthorized", "forbidden", "not_found",
                                   "method_not_allowed", "conflict", "too_large",
-                                  "unsupported_media_type", "invalid", "internal"]},
+                                  "unsupported_media_type", "invalid", "internal",
+                                  "unavailable"]},
                 "message": {"type": "string"},
                 "fields": {"type": "object", "additionalProperties": {"type": "string"}},
             },
@@ -78,6 +79,12 @@ ERRORS = {
     "401": _error("no or bad credentials"),
     "403": _error("a session write without a valid X-CSRFToken"),
     "413": _error("body over 64 KB"),
+}
+# Any operation, when the database cannot answer now; a write then changed nothing.
+UNAVAILABLE = {
+    **_error("the database cannot do it now (a write waited past the lock timeout, or the "
+             "connection was lost): nothing changed; try again after Retry-After seconds"),
+    "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
 }
 USER_ID = {"name": "user_id", "in": "path", "required": True,
            "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}}
@@ -180,6 +187,7 @@ def spec() -> dict:
                         "200": _ok("the page", PAGE),
                         "400": _error("a bad view parameter (named under fields)"),
                         "401": ERRORS["401"],
+                        "503": UNAVAILABLE,
                     },
                 },
                 "post": {
@@ -190,6 +198,7 @@ def spec() -> dict:
                     "responses": {
                         "201": _ok("created; seq is its user_added event's", SEQ_USER),
                         **ERRORS,
+                        "503": UNAVAILABLE,
                         "409": _error("username or email already in use"),
                         "422": _error("a field breaks a rule (messages under fields)"),
                     },
@@ -205,6 +214,7 @@ def spec() -> dict:
                                 "content": {"text/csv": {"schema": {"type": "string"}}}},
                         "400": _error("a bad view parameter"),
                         "401": ERRORS["401"],
+                        "503": UNAVAILABLE,
                     },
                 },
             },
@@ -222,6 +232,7 @@ def spec() -> dict:
                                            "changed": {"type": "array",
                                                        "items": {"type": "integer"}}}}),
                         **ERRORS,
+                        "503": UNAVAILABLE,
                         "404": _error("an unknown id (nothing changed)"),
                         "409": _error("the batch would leave no active admin"),
                     },
@@ -237,6 +248,7 @@ def spec() -> dict:
                             "type": "object", "required": ["events"], "additionalProperties": False,
                             "properties": {"events": {"type": "array", "items": HISTORY_EVENT}}}),
                         "401": ERRORS["401"],
+                        "503": UNAVAILABLE,
                         "404": _error("no such user, and no retained events of one"),
                     },
                 },
@@ -251,6 +263,7 @@ def spec() -> dict:
                             "type": "object", "required": ["user"], "additionalProperties": False,
                             "properties": {"user": {"$ref": "#/components/schemas/User"}}}),
                         "401": ERRORS["401"],
+                        "503": UNAVAILABLE,
                         "404": _error("no such user"),
                     },
                 },
@@ -262,6 +275,7 @@ def spec() -> dict:
                     "responses": {
                         "200": _ok("changed (or unchanged: then seq is the current one)", SEQ_USER),
                         **ERRORS,
+                        "503": UNAVAILABLE,
                         "404": _error("no such user"),
                         "409": _error("taken name or email, a stale version (current row under "
                                       "user), or the last active admin"),
@@ -276,6 +290,7 @@ def spec() -> dict:
                             "type": "object", "required": ["seq"], "additionalProperties": False,
                             "properties": {"seq": {"type": "integer", "minimum": 0}}}),
                         "401": ERRORS["401"],
+                        "503": UNAVAILABLE,
                         "403": ERRORS["403"],
                         "404": _error("no such user"),
                         "409": _error("the last active admin"),

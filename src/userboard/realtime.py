@@ -5,12 +5,12 @@ A client connects with a session cookie or `auth={"token": ...}`, optionally wit
 log, in order, or a `users_snapshot` when the log no longer holds them all. `resync` does the same
 on demand. Live events reach the `admins` room through the change capture's publisher; this
 module only admits clients to it, and cuts them off when their credential stops being valid.
+What clients may send at all (rate, size, time to authenticate) is the gate's (gate.py).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable
 
 from flask import request, session
@@ -20,7 +20,8 @@ from sqlalchemy import select
 from . import auth, views
 from .capture import current_seq
 from .changelog import ChangeLog
-from .db import read_snapshot
+from .db import connection_lost, read_snapshot, unavailable
+from .errors import RETRY_AFTER
 from .events import NAMESPACE, ROOM, USERS_SNAPSHOT
 from .extension import app_state, get_db
 from .models import User, user_dict
@@ -36,8 +37,9 @@ REPLAY_LIMIT = 1000
 # A whole-table snapshot holds at most this many users (about 1 MB at the longest values).
 SNAPSHOT_MAX = 2000
 USERS_TOO_LARGE = "users_too_large"
-# Client-to-server events per connection: a burst of this many, refilled at RATE per second.
-BURST, RATE = 20, 5.0
+# What a connect or event gets when the database cannot answer now (as HTTP's 503).
+UNAVAILABLE = {"code": "unavailable", "message": "the database cannot answer now; try again shortly",
+               "fields": {}, "retry_after": RETRY_AFTER}
 
 
 def _as_seq(value) -> int | None:
@@ -89,27 +91,31 @@ class UsersNamespace(Namespace):
         self.views = engine  # the live views of this process's sockets
         self.sequencer = sequencer  # whole-table events, in order, to this process's room
         self.clients: dict[str, auth.Principal] = {}  # this process's sockets
-        self._budget: dict[str, tuple[float, float]] = {}  # sid -> (tokens, when)
 
     def trigger_event(self, event, *args):
-        """Rate-limit what clients send: past the budget, the connection is cut."""
-        if event not in ("connect", "disconnect") and args:
-            sid = args[0]
-            if not self._spend(sid):
-                log.warning("socket %s sent events too fast; disconnecting", sid)
-                self.cut(sid)
-                return None
-        return super().trigger_event(event, *args)
+        """Run a handler; if the database cannot answer now, refuse or answer with an error.
 
-    def _spend(self, sid: str) -> bool:
-        now = time.monotonic()
-        tokens, when = self._budget.get(sid, (BURST, now))
-        tokens = min(BURST, tokens + (now - when) * RATE)
-        if tokens < 1:
-            self._budget[sid] = (tokens, now)
-            return False
-        self._budget[sid] = (tokens - 1, now)
-        return True
+        A handler whose connection was dropped runs once more on a fresh one: handlers read
+        before they send anything.
+        """
+        for last_try in (False, True):
+            try:
+                return super().trigger_event(event, *args)
+            except Exception as exc:
+                if not unavailable(exc):
+                    raise
+                if last_try or not connection_lost(exc):
+                    return self._unavailable(event, exc)
+        return None
+
+    @staticmethod
+    def _unavailable(event: str, exc: Exception):
+        """The database could not answer: refuse a connect, answer an event with an error."""
+        log.warning("socket %s failed, database unavailable: %s", event,
+                    type(getattr(exc, "orig", None) or exc).__name__)
+        if event == "connect":
+            raise ConnectionRefusedError("unavailable", UNAVAILABLE) from None
+        return {"error": UNAVAILABLE}
 
     def enter(self, sid: str) -> None:
         """Put a socket into the whole-table room (the sequencer decides when)."""
@@ -162,7 +168,6 @@ class UsersNamespace(Namespace):
     def on_disconnect(self, reason=None):
         """The client went away (or was cut off)."""
         self.clients.pop(request.sid, None)
-        self._budget.pop(request.sid, None)
         self.views.unsubscribe(request.sid)
         self.sequencer.forget(request.sid)
 

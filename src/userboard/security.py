@@ -2,7 +2,8 @@
 
 - Headers: a Content-Security-Policy with no inline script, no framing, no sniffing.
 - The session cookie: HttpOnly, SameSite=Lax, and Secure when the request came over https
-  (USERBOARD_SECURE_COOKIES=auto; or always/never).
+  (USERBOARD_SECURE_COOKIES=auto; or always/never). Behind a TLS proxy, "came over https" is what
+  the proxy says, once USERBOARD_PROXY_HOPS trusts it (ProxyFix, wired in app.py).
 - Cross-site WebSocket hijacking: the Socket.IO handshake (polling and websocket alike) is
   refused unless its Origin is the server's own or one listed in USERBOARD_ALLOWED_ORIGINS.
 """
@@ -31,15 +32,14 @@ CONTENT_SECURITY_POLICY = "; ".join(
 )
 
 
-def own_origins(environ) -> set[str]:
-    """The origins this request's own pages have (also as seen through a proxy)."""
-    host = environ.get("HTTP_HOST", "")
-    origins = {f"{environ.get('wsgi.url_scheme', 'http')}://{host}"}
-    forwarded_host = environ.get("HTTP_X_FORWARDED_HOST", host).split(",")[0].strip()
-    forwarded_proto = environ.get("HTTP_X_FORWARDED_PROTO", "").split(",")[0].strip()
-    if forwarded_proto:
-        origins.add(f"{forwarded_proto}://{forwarded_host}")
-    return origins
+def own_origin(environ) -> str:
+    """The origin this request's own pages have.
+
+    Behind proxies, ProxyFix (USERBOARD_PROXY_HOPS) has already put the client's scheme and host
+    into the environ; X-Forwarded-* headers are never read here, so that what is trusted from
+    them is decided in one place.
+    """
+    return f"{environ.get('wsgi.url_scheme', 'http')}://{environ.get('HTTP_HOST', '')}"
 
 
 def origin_checker(allowed: tuple[str, ...]):
@@ -49,10 +49,12 @@ def origin_checker(allowed: tuple[str, ...]):
     def check(origin, environ) -> bool:
         if origin is None:  # not a browser (scripts, the CLI's clients): nothing to hijack
             return True
-        if origin in listed or origin in own_origins(environ):
+        own = own_origin(environ)
+        if origin in listed or origin == own:
             return True
-        log.warning("refused socket handshake from origin %r (%s)", origin[:200],
-                    environ.get("REMOTE_ADDR"))
+        # The server's own origin in the log shows a missing USERBOARD_PROXY_HOPS (http://...).
+        log.warning("refused socket handshake from origin %r (%s); this server's own origin is %r",
+                    origin[:200], environ.get("REMOTE_ADDR"), own[:200])
         return False
 
     return check

@@ -13,7 +13,7 @@ import socket
 import sys
 
 import gevent
-from gevent.pywsgi import WSGIHandler, WSGIServer
+from gevent.pywsgi import Input, WSGIHandler, WSGIServer
 from sqlalchemy import func, select
 
 from . import users
@@ -29,12 +29,38 @@ log = logging.getLogger(__name__)
 
 
 class NoDelayHandler(WSGIHandler):
+    """pywsgi's handler with TCP_NODELAY, and with no way for a client to hold it for nothing.
+
+    gevent waits for a request (or the rest of a request head) forever; an idle keep-alive
+    connection would keep its file descriptor until the client lets go. Here the wait is at most
+    the server's `idle_timeout` seconds, between requests and between the bytes of a head.
+    """
+
     def __init__(self, sock, address, server, rfile=None):
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:  # not TCP (a unix socket)
             pass
         super().__init__(sock, address, server, rfile)
+
+    def read_requestline(self):
+        self.socket.settimeout(getattr(self.server, "idle_timeout", None))
+        return super().read_requestline()  # a timeout here just closes the connection
+
+    def read_request(self, raw_requestline):
+        try:
+            return super().read_request(raw_requestline)
+        except TimeoutError:
+            return False  # a head too slow to come: 400, and the connection closes
+
+    def run_application(self):
+        self.socket.settimeout(None)  # the head is in; long polls and websockets take their time
+        super().run_application()
+        if self.close_connection:
+            # The answer hangs up (a refused socket request, say): read no more of the request.
+            # gevent would otherwise read and discard the rest of its body first, however large
+            # or slow the client makes it; an empty input leaves nothing to discard.
+            self.wsgi_input = Input(self.rfile, 0)
 
     def handle_one_response(self):
         super().handle_one_response()
@@ -59,13 +85,13 @@ def ensure_first_admin(app) -> str | None:
 
 
 TICK = 0.5  # seconds between change-log polls and credential checks
-HEARTBEAT_EVERY = 4  # ticks: the latest seq goes to every client every 2 s
 
 
 def background_loop(app) -> None:
     """Start the server's greenlets: the sequencer's change-log relay (woken by NOTIFY on
-    PostgreSQL, by gaps, and every tick), the view engine, and a loop that cuts sockets whose
-    credential ended and sends heartbeats."""
+    PostgreSQL, by gaps, and every tick), the view engine, a loop that closes connections that
+    did not authenticate in time and cuts sockets whose credential ended, and the heartbeats
+    (every HEARTBEAT_SECONDS)."""
     state = app_state(app)
 
     def relay():
@@ -77,18 +103,23 @@ def background_loop(app) -> None:
                 log.exception("change-log relay failed; retrying")
 
     def run():
-        ticks = 0
         while True:
             gevent.sleep(TICK)
-            ticks += 1
             try:
-                with state.database.session() as db:
+                state.gate.expire()
+                with state.database.read_session() as db:
                     state.namespace.revalidate(db, state.session_timeouts)
-                if ticks % HEARTBEAT_EVERY == 0:
-                    state.namespace.heartbeat(state.sequencer.delivered)
-                    state.views.heartbeat()
             except Exception:  # a database hiccup must not end the loop
                 log.exception("background loop failed; retrying")
+
+    def heartbeats():
+        while True:
+            gevent.sleep(app.config["HEARTBEAT_SECONDS"])
+            try:
+                state.namespace.heartbeat(state.sequencer.delivered)
+                state.views.heartbeat()
+            except Exception:  # a database hiccup must not end the loop
+                log.exception("heartbeat failed; retrying")
 
     def wake_all():
         state.sequencer.wake()
@@ -96,6 +127,7 @@ def background_loop(app) -> None:
 
     state.socketio.start_background_task(relay)
     state.socketio.start_background_task(run)
+    state.socketio.start_background_task(heartbeats)
     state.socketio.start_background_task(state.views.run, TICK)
     if state.database.engine.dialect.name == "postgresql":
         state.socketio.start_background_task(listen_for_commits, state.database.engine.url, wake_all)
@@ -110,6 +142,7 @@ def serve(app, host: str, port: int) -> None:
     """Serve a built app on gevent (HTTP and WebSocket) with its background loop, until killed."""
     server = WSGIServer((host, port), app, handler_class=NoDelayHandler, log=None,
                         error_log=logging.getLogger("userboard.wsgi"))
+    server.idle_timeout = app.config["HTTP_IDLE_TIMEOUT"]  # read by NoDelayHandler
     server.init_socket()
     actual_port = server.socket.getsockname()[1]
     url = f"http://{host}:{actual_port}/"

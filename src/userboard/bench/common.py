@@ -24,6 +24,7 @@ QUICK = {
     "views_users": 2_000, "views_reps": 5, "views_live_clients": 5, "views_live_writes": 5,
     "views_idle_clients": 10,
     "outside_clients": 2, "outside_writes": 3, "outside_rows": 200,
+    "pause_scale": 0.2, "poller_interval": 1.0,
     "logins": 4, "logins_clients": 3, "logins_gap": 0.02,
 }
 FULL = {
@@ -35,8 +36,23 @@ FULL = {
     "views_users": 1_000_000, "views_reps": 200, "views_live_clients": 100,
     "views_live_writes": 200, "views_idle_clients": 1000,
     "outside_clients": 10, "outside_writes": 50, "outside_rows": 10_000,
+    "pause_scale": 1.0, "poller_interval": 5.0,
     "logins": 20, "logins_clients": 100, "logins_gap": 0.05,
 }
+
+# Fixed waits (a connection storm settling, queues draining) are written at full-run length;
+# a --quick run shortens every one of them by `pause_scale`, so the smoke run stays short.
+_pause_scale = 1.0
+
+
+def set_pause_scale(scale: float) -> None:
+    global _pause_scale
+    _pause_scale = scale
+
+
+def pause(seconds: float) -> None:
+    """Sleep for a fixed wait of the full run, scaled for this run."""
+    time.sleep(seconds * _pause_scale)
 
 
 def now_ns() -> int:

@@ -8,15 +8,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .common import latency_stats, log, now_ns
+from .common import latency_stats, log, now_ns, pause
 from .harness import BareWriter, BaselineServer, LoadGens, PushTarget, UserboardWriter, start_userboard
 
 
 def idle_memory(server, clients: int, views: list[dict] | None = None) -> dict:
-    time.sleep(0.5)
+    pause(0.5)
     before = server.rss_kb()
     gens = LoadGens(server, clients, views=views)
-    time.sleep(1.5)
+    pause(1.5)
     after = server.rss_kb()
     gens.stop()
     return {"clients": clients, "connected": gens.connected, "rss_before_kb": before,
@@ -30,7 +30,7 @@ def max_clients(server: PushTarget, steps: list[int], writes: int, writer=None) 
     results = []
     for step in steps:
         gens = LoadGens(server, step)
-        time.sleep(1.0 + step / 2000)  # let the connection storm settle
+        pause(1.0 + step / 2000)  # let the connection storm settle
         sends = {}
         for i in range(writes + 2):
             started = now_ns()
@@ -38,7 +38,7 @@ def max_clients(server: PushTarget, steps: list[int], writes: int, writer=None) 
             if i >= 2:  # the first two are warm-up
                 sends[seq] = started
             time.sleep(max(0.2, step * 150e-6))  # one broadcast at a time
-        time.sleep(1.0)
+        pause(1.0)
         stats = latency_stats(gens.stop(), sends, step, gens.connected)
         stats.pop("samples_ms")
         results.append(stats)

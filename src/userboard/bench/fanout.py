@@ -13,7 +13,7 @@ from pathlib import Path
 
 import requests
 
-from .common import log, now_ns
+from .common import log, now_ns, pause
 from .harness import BareWriter, BaselineServer, LoadGens, PushTarget, UserboardWriter, start_userboard
 
 
@@ -36,7 +36,7 @@ def measure_fanout(server: PushTarget, writer, clients: int, seconds: float,
         thread.start()
     for thread in threads:
         thread.join()
-    time.sleep(1.0 + writers * len(sends) * clients / 50_000)  # let the queues drain
+    pause(1.0 + writers * len(sends) * clients / 50_000)  # let the queues drain
     arrivals = [a for a in gens.stop() if a[1] in sends]
     unique = {(a[0], a[1]) for a in arrivals}  # a duplicate is no delivery
     last = max((a[2] for a in arrivals), default=first)
@@ -84,7 +84,7 @@ def measure_burst(cfg, tmp: Path) -> dict:
             last_seq = last_commit_seq(session)
         committed = now_ns()
         database.close(timeout=30)
-        time.sleep(max(1.5, rows * cfg["burst_clients"] / 40_000))
+        pause(max(1.5, rows * cfg["burst_clients"] / 40_000))
         arrivals = gens.stop()
         seqs = set(range(last_seq - rows + 1, last_seq + 1))
         mine = [a for a in arrivals if a[1] in seqs]
@@ -110,7 +110,7 @@ def measure_burst_floor(cfg) -> dict:
         count = cfg["burst_rows"]
         started = now_ns()
         requests.post(bare.url + "/emit-burst", json={"count": count}, timeout=60).raise_for_status()
-        time.sleep(max(1.5, count * cfg["burst_clients"] / 40_000))
+        pause(max(1.5, count * cfg["burst_clients"] / 40_000))
         arrivals = [a for a in gens.stop() if a[1] >= 1_000_000]
         done = max((a[2] for a in arrivals), default=started)
         return {"rows": count, "clients": cfg["burst_clients"], "deliveries": len(arrivals),

@@ -11,13 +11,12 @@ import json
 import os
 import subprocess
 import threading
-import time
 import uuid
 from pathlib import Path
 
 import requests
 
-from .common import ADMIN_PASSWORD
+from .common import ADMIN_PASSWORD, pause
 from .processes import PY, ChildProcess, UserboardProcess, free_port
 
 
@@ -52,11 +51,13 @@ class BaselineServer(PushTarget):
 
     token = None
 
-    def __init__(self, mode: str, database_url: str | None = None):
+    def __init__(self, mode: str, database_url: str | None = None, interval: float | None = None):
         port = free_port()
         args = [PY, "-m", "userboard.bench.baseline", mode, "--port", str(port)]
         if database_url:
             args += ["--database", database_url]
+        if interval:
+            args += ["--interval", str(interval)]
         self.url = f"http://127.0.0.1:{port}"
         self._child = ChildProcess(args)
 
@@ -127,7 +128,7 @@ class LoadGens:
         for proc in self.procs:
             line = json.loads(proc.stdout.readline() or '{"ready": 0}')
             self.connected += line.get("ready", 0)
-        time.sleep(0.3)  # let snapshots and first heartbeats pass
+        pause(0.3)  # let snapshots and first heartbeats pass
 
     def stop(self) -> list[tuple[int, int, int, int]]:
         """Stop recording; return every arrival as (client, seq or taken_at_ns, t_ns, bytes)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .common import latency_stats, log, now_ns
+from .common import latency_stats, log, now_ns, pause
 from .harness import BareWriter, BaselineServer, LoadGens, PushTarget, UserboardWriter, start_userboard
 
 
@@ -26,7 +26,7 @@ def measure_latency(server: PushTarget, writer, clients: int, writes: int,
         started = now_ns()
         sends[writer.write()] = started
         time.sleep(gap)
-    time.sleep(0.5)
+    pause(0.5)
     arrivals = gens.stop()
     committed = server.commit_times()
     stats = latency_stats(arrivals, {k: committed[k] for k in sends if k in committed}, clients,

@@ -13,7 +13,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from .common import latency_stats, log, now_ns
+from .common import latency_stats, log, now_ns, pause
 from .harness import LoadGens, UserboardWriter, start_userboard
 from .views import postgres_scratch
 
@@ -46,7 +46,7 @@ def measure(url: str, workdir: Path, clients: int, writes: int, gap: float) -> d
             started = now_ns()
             api[writer.write()] = started
             time.sleep(gap)
-        time.sleep(1.5)  # SQLite: the last outside write waits for the next poll
+        pause(1.5)  # SQLite: the last outside write waits for the next poll
         arrivals = gens.stop()
         raw.close()
         return {"outside": latency_stats(arrivals, outside, clients, gens.connected),

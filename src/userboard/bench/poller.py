@@ -9,7 +9,7 @@ import statistics
 import time
 from pathlib import Path
 
-from .common import latency_stats, log, ms, now_ns, pct
+from .common import latency_stats, log, ms, now_ns, pause, pct
 from .harness import BaselineServer, LoadGens, UserboardWriter, start_userboard
 
 
@@ -31,17 +31,18 @@ def section_poller(cfg, tmp: Path) -> dict:
              "status": "active", "version": 1, "created_at": utcnow(), "updated_at": utcnow()}
             for i in range(cfg["poller_users"])
         ])
-    poller = BaselineServer("poller", url)
+    interval = cfg["poller_interval"]
+    poller = BaselineServer("poller", url, interval=interval)
     try:
         gens = LoadGens(poller, cfg["poller_clients"], snapshots=True)
         changes = []
         for i in range(cfg["poller_changes"]):
-            time.sleep(2.0 + (i % 3) * 1.1)  # land at different points of the 5 s cycle
+            time.sleep(interval * (0.4 + (i % 3) * 0.22))  # land at different points of the cycle
             with engine.begin() as conn:
                 conn.execute(update(User.__table__).where(User.__table__.c.id == 1 + i)
                              .values(status="disabled"))
             changes.append(now_ns())
-        time.sleep(5.5)
+        time.sleep(interval * 1.1)
         arrivals = gens.stop()
     finally:
         poller.stop()
@@ -67,7 +68,7 @@ def section_poller(cfg, tmp: Path) -> dict:
             started = now_ns()
             sends[writer.write()] = started
             time.sleep(0.02)
-        time.sleep(0.5)
+        pause(0.5)
         arrivals = gens.stop()
     finally:
         server.stop()

@@ -85,6 +85,15 @@ class ChildProcess:
             self.popen.stdout.close()
 
 
+# Every client of the tests and the benchmark comes from 127.0.0.1: per-address socket limits
+# sized for a crowd behind one address. A caller's `env` still wins (tests/test_abuse.py).
+ONE_ADDRESS_LIMITS = {
+    "USERBOARD_SOCKET_HANDSHAKES_PER_ADDRESS": "100000/minute",
+    "USERBOARD_SOCKET_PENDING_PER_ADDRESS": "10000",
+    "USERBOARD_SOCKET_MESSAGES_PER_ADDRESS": "1000000/minute",
+}
+
+
 class UserboardProcess:
     """A userboard server (`python -m <entry> --port N`) in a child process, on a free port, with
     its own working directory and an environment free of the caller's USERBOARD_* settings."""
@@ -97,6 +106,7 @@ class UserboardProcess:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("USERBOARD_")}
         self.env.setdefault("USERBOARD_DATABASE_URL",
                             f"sqlite:///{self.workdir / self.database_file}")
+        self.env.update(ONE_ADDRESS_LIMITS)
         self.env.update(env or {})
         self.token: str | None = None
         self.port = free_port()

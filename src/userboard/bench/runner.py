@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import FULL, QUICK, SECTION_NAMES, log, machine, reachable_services, versions
+from .common import FULL, QUICK, SECTION_NAMES, log, machine, reachable_services, set_pause_scale, versions
 from .connections import section_connections
 from .fanout import section_fanout
 from .latency import section_latency
@@ -55,6 +55,7 @@ def run(quick: bool = False, clients: int | None = None, sections: tuple[str, ..
     if users:
         cfg["views_users"] = users
     reachable_services(cfg)
+    set_pause_scale(cfg["pause_scale"])
     started = time.monotonic()
     results = {"quick": quick, "config": {k: v for k, v in cfg.items() if not k.endswith("_url")},
                "machine": machine(), "versions": versions()}

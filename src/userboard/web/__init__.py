@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from functools import wraps
 from urllib.parse import urlencode, urlsplit
@@ -25,11 +26,15 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
+from sqlalchemy import exc as sa_exc
 
 from .. import auth, changelog, users, views
 from ..capture import current_seq, set_actor
-from ..extension import app_state, get_db
+from ..db import unavailable
+from ..errors import database_unavailable, internal_error
+from ..extension import WRITE_METHODS, app_state, get_db, writes_no_events
 from ..i18n import LANGUAGES
+from ..throttle import LoginThrottle
 from .forms import CsrfOnlyForm, EditUserForm, LoginForm, UserForm
 
 log = logging.getLogger(__name__)
@@ -77,23 +82,28 @@ def login_required(view):
     return wrapper
 
 
-def throttle() -> auth.LoginThrottle:
+def throttle() -> LoginThrottle:
     return app_state().login_throttle
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@writes_no_events
 def login():
+    """The login form; a throttled attempt gets 429 with Retry-After and the wait in the message."""
     form = LoginForm()
-    error, status = None, 200
+    error, status, headers = None, 200, {}
     if form.validate_on_submit():
+        # The address is the client's own behind USERBOARD_PROXY_HOPS proxies (ProxyFix).
         keys = (f"addr:{request.remote_addr}", f"user:{form.username.data.strip().lower()}")
         wait = throttle().wait_seconds(*keys)
         user = None
         if wait > 0:
             log.warning("login throttled for %r from %s", form.username.data.strip()[:64],
                         request.remote_addr)
+            seconds = math.ceil(wait)
             error, status = _("Too many failed attempts. Try again in %(n)d seconds.",
-                              n=int(wait) + 1), 429
+                              n=seconds), 429
+            headers["Retry-After"] = str(seconds)
         else:
             user = auth.authenticate(get_db(), form.username.data.strip(), form.password.data)
             if user is None:
@@ -109,10 +119,11 @@ def login():
             if lang:
                 session["lang"] = lang
             return redirect(url_for("web.dashboard"))
-    return render_template("login.html", form=form, error=error), status
+    return render_template("login.html", form=form, error=error), status, headers
 
 
 @bp.post("/logout")
+@writes_no_events
 def logout():
     if CsrfOnlyForm().validate_on_submit():
         ended = auth.end_login(get_db(), session.get("login"))
@@ -123,6 +134,7 @@ def logout():
 
 
 @bp.post("/logout-everywhere")
+@writes_no_events
 @login_required
 def logout_everywhere():
     """End every browser login of this admin, this one included (API tokens stay)."""
@@ -251,6 +263,32 @@ def show_errors(form, error: users.UserError) -> None:
             placed = True
     if not placed or isinstance(error, users.StaleVersion):
         flash(_(error.message), "error")
+
+
+@bp.errorhandler(sa_exc.DBAPIError)
+@bp.errorhandler(sa_exc.TimeoutError)
+def database_error(exc: Exception):
+    """The database could not serve this page or form now (see errors.py): say so."""
+    if not unavailable(exc):
+        return internal_error(exc)
+    return database_unavailable(exc, busy_answer)
+
+
+def busy_answer():
+    """A page: 503 with a message. A form: its message, what was typed, and back (a redirect)."""
+    if request.method not in WRITE_METHODS:
+        return render_template("unavailable.html"), 503
+    message = _("The database is busy. Nothing was changed: please try again in a moment.")
+    if request.endpoint == "web.login":
+        return render_template("login.html", form=LoginForm(), error=message), 503
+    flash(message, "error")
+    if request.endpoint == "web.add_user":
+        keep_form(UserForm())
+    elif request.endpoint == "web.edit_user":
+        user_id = request.view_args["user_id"]
+        keep_form(EditUserForm(), user_id=user_id)
+        return redirect(url_for("web.edit_user", user_id=user_id, **view_args()))
+    return back_to_view()
 
 
 @bp.post("/users")

@@ -10,8 +10,8 @@ from userboard.migrations import include_name
 from userboard.models import Base
 
 config = context.config
-# When run from userboard itself, keep the application's loggers alive.
-if config.config_file_name and config.attributes.get("configure_logger", True):
+# Only the `alembic` command has an alembic.ini; userboard itself keeps its own loggers.
+if config.config_file_name:
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 url = config.get_main_option("sqlalchemy.url") or Settings.from_env().database_url

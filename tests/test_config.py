@@ -1,0 +1,33 @@
+"""Settings from the environment: defaults, and a clear ConfigError for a value that cannot work."""
+
+from __future__ import annotations
+
+import pytest
+
+from userboard.config import ConfigError, Settings
+
+
+def test_defaults_are_one_process_on_sqlite():
+    settings = Settings.from_env({})
+    assert settings.database_url == "sqlite:///userboard.db"
+    assert settings.message_queue is None
+    assert settings.heartbeat_seconds == 2.0
+    assert settings.change_log_size == 10000
+
+
+def test_heartbeat_seconds_is_read():
+    assert Settings.from_env({"USERBOARD_HEARTBEAT_SECONDS": "0.25"}).heartbeat_seconds == 0.25
+
+
+@pytest.mark.parametrize("name, value", [
+    ("USERBOARD_HEARTBEAT_SECONDS", "0"),
+    ("USERBOARD_HEARTBEAT_SECONDS", "often"),
+    ("USERBOARD_HEARTBEAT_SECONDS", "nan"),
+    ("USERBOARD_HEARTBEAT_SECONDS", "3600"),
+    ("USERBOARD_CHANGE_LOG_SIZE", "0"),
+    ("USERBOARD_SECURE_COOKIES", "maybe"),
+    ("USERBOARD_ALLOWED_ORIGINS", "*"),
+])
+def test_a_bad_value_names_its_setting(name, value):
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: value})
