@@ -7,7 +7,8 @@ from flask_socketio import SocketIO
 from flask_wtf.csrf import generate_csrf
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import errors, extension, i18n, security
+from . import errors, extension, i18n, security, strictjson
+from .api import StrictJSONProvider
 from .api import bp as api_bp
 from .bootstrap import open_database
 from .config import Settings, load_or_create_secret_key, secret_key_path
@@ -16,7 +17,7 @@ from .events import NAMESPACE
 from .extension import Userboard
 from .gate import SocketGate
 from .publish import QueuedEmitter, sequenced_redis_manager
-from .realtime import UsersNamespace
+from .realtime import CheckedPacket, UsersNamespace, refuse_malformed_packets
 from .relay import SequencedEmitter, Sequencer
 from .throttle import LoginThrottle, RedisLoginThrottle
 from .viewengine import ViewEngine
@@ -30,6 +31,7 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
     """Build the app: settings from the environment, then `test_config` wins."""
     settings = settings or Settings.from_env()
     app = Flask(__name__, static_folder=None)
+    app.json = StrictJSONProvider(app)
     app.config.from_mapping(
         DATABASE_URL=settings.database_url,
         MESSAGE_QUEUE=settings.message_queue,
@@ -98,9 +100,12 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         max_http_buffer_size=MAX_BODY_BYTES,  # a bigger message closes the connection
         cors_allowed_origins=security.origin_checker(tuple(app.config["ALLOWED_ORIGINS"])),
         namespaces=[NAMESPACE],  # any other, the default "/" included, is refused
+        json=strictjson,  # client packets: depth-limited, strict (Engine.IO's too: process-wide)
+        serializer=CheckedPacket,
         **queue_options,
     )
     socketio.on_namespace(namespace)
+    refuse_malformed_packets(socketio.server)  # before the gate, which wraps its handlers
     # In front of Flask-SocketIO's middleware (a proxy fix goes around it, for the address).
     gate = SocketGate(
         socketio.server, app.wsgi_app, NAMESPACE,
