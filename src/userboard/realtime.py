@@ -131,7 +131,10 @@ class UsersNamespace(Namespace):
         self.socketio.server.emit(name, payload, to=to, namespace=NAMESPACE, ignore_queue=True)
 
     def _send_all(self, sid: str, events: list[tuple[str, dict]]) -> None:
+        """Send a catch-up (a replay, or one snapshot) to one socket."""
         for name, payload in events:
+            if name in (USERS_SNAPSHOT, USERS_TOO_LARGE):
+                app_state().metrics.snapshots.labels(name).inc()
             self.emit_local(name, payload, to=sid)
 
     def on_connect(self, auth_payload=None):
@@ -194,6 +197,7 @@ class UsersNamespace(Namespace):
         """
         if request.sid not in self.clients:
             return {"error": "not connected"}
+        app_state().metrics.resyncs.inc()
         engine = self.views
         if engine.holds(request.sid):
             subscription = engine.resend(get_db(), request.sid)
