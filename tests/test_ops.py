@@ -7,6 +7,7 @@ tests can make them unreachable), logging JSON; access restriction and settings 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 import uuid
@@ -211,6 +212,18 @@ def test_a_log_line_written_during_a_request_carries_its_id(ops):
 def test_an_unsafe_request_id_is_replaced(site, incoming):
     answer = site.client.get("/healthz", headers={"X-Request-ID": incoming})
     assert re.fullmatch(r"[0-9a-f]{32}", answer.headers["X-Request-ID"])
+
+
+def test_the_access_log_has_the_address_a_trusted_proxy_reports(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="userboard.access")
+    behind = InProcess(tmp_path, PROXY_HOPS=1)
+    try:
+        answer = behind.app.test_client().get("/healthz", headers={"X-Forwarded-For": "203.0.113.9"})
+        answer.close()  # the line is written when the server closes the response
+    finally:
+        behind.close()
+    [line] = [r for r in caplog.records if r.request_id == answer.headers["X-Request-ID"]]
+    assert line.client == "203.0.113.9" and line.getMessage().startswith('203.0.113.9 "GET /healthz" 200')
 
 
 def test_monitor_allow_restricts_health_and_metrics_by_address(tmp_path):
