@@ -74,6 +74,13 @@ def test_healthz_is_ok_without_a_login_and_shows_no_user_data(ops):
     assert isinstance(body["relay_lag"], int) and body["relay_lag"] >= 0
 
 
+def test_healthz_without_a_message_queue_says_so(site):
+    answer = site.client.get("/healthz")
+    assert answer.status_code == 200
+    body = answer.get_json()
+    assert (body["status"], body["database"], body["message_queue"]) == ("ok", "ok", "not configured")
+
+
 def test_healthz_is_503_while_the_database_is_unreachable(ops):
     name = ops.env["USERBOARD_DATABASE_URL"].rsplit("/", 1)[1]
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
