@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import select as io_select
+import shutil
+import signal
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -145,6 +148,41 @@ def issue_token(server: ServerProcess, username: str) -> str:
                 select(User).where(User.username == username)).one())
     finally:
         database.close()
+
+
+class RedisProcess:
+    """A private redis-server on a free port, which a test may kill and bring back."""
+
+    def __init__(self, workdir: Path):
+        need(shutil.which("redis-server") is not None, "redis-server is not installed")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.workdir = workdir
+        self.proc = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        import redis
+
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+        client.close()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
 
 
 # Run by the child: make its stdin (the pseudo-terminal) its controlling terminal, so that

@@ -200,6 +200,18 @@ def test_a_malformed_polling_post_is_refused_and_ends_its_connection_and_session
         assert again.request("GET", f"{POLLING}&sid={sid}")[0] == 400  # the session is gone
 
 
+def test_a_polling_post_that_is_not_utf8_is_refused_and_ends_its_session(server):
+    before = len(server.output)
+    address = next(_addresses)
+    with Raw(server, address) as raw, Raw(server, address) as again:
+        sid = raw.handshake()
+        status, headers, _ = raw.request("POST", f"{POLLING}&sid={sid}",
+                                         b'40/users,{"token": "\xff\xfe"}')
+        assert (status, headers["connection"]) == (400, "close")
+        assert again.request("GET", f"{POLLING}&sid={sid}")[0] == 400  # the session is gone
+    assert "Traceback" not in "".join(server.output[before:])  # Engine.IO never saw it
+
+
 def test_a_post_that_declares_too_much_is_refused_before_its_body_is_read(server):
     with Raw(server, next(_addresses)) as raw:
         sid = raw.handshake()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from flask import request
+from werkzeug.exceptions import BadRequest
 
 
 @pytest.fixture
@@ -110,6 +112,46 @@ def test_malformed_requests_get_400(api, data, content_type):
     answer = api("post", "/api/users", data=data, content_type=content_type)
     assert answer.status_code == 400
     assert error_of(answer)["code"] == "bad_request"
+
+
+BODY_ROUTES = [("post", "/api/users"), ("patch", "/api/users/2"), ("post", "/api/users/bulk"),
+               ("delete", "/api/users/2")]  # user 2 is `other`: a DELETE that went through shows
+
+
+@pytest.mark.parametrize(("method", "path"), BODY_ROUTES)
+@pytest.mark.parametrize(("data", "message"), [
+    (b"[" * 1_000 + b"]" * 1_000, "nested more than 32 levels deep"),  # 2 KB: was a 500
+    (b'{"ids": ' + b"[" * 30_000 + b"]" * 30_000 + b"}", "nested more than 32 levels deep"),
+    (b'{"version": ' + b"9" * 5_000 + b"}", "a number longer than 100 characters"),
+    (b'{"version": 1e400}', "a number too large for a float"),
+    (b'{"version": NaN}', "NaN is not JSON"),
+    (b'{"role": "user", "role": "admin"}', "duplicate key 'role'"),
+    (b'{"username": "sur", "email": "s@example.com", "password": "12345678\\ud800"}',
+     "lone surrogate"),  # was a 500: the password could not be hashed
+])
+def test_malformed_json_gets_400_on_every_route_with_a_body(site, api, method, path, data, message):
+    before = site.state()
+    answer = api(method, path, data=data, content_type="application/json")
+    assert answer.status_code == 400 and error_of(answer)["code"] == "bad_request"
+    assert message in error_of(answer)["message"]
+    assert site.state() == before
+
+
+def test_json_nested_100000_levels_is_refused_for_its_size(site, api):
+    """Such a body is over 64 KB (100,000 brackets at least): refused before it is parsed."""
+    before = site.state()
+    for method, path in BODY_ROUTES:
+        answer = api(method, path, data=b"[" * 100_000 + b"]" * 100_000,
+                     content_type="application/json")
+        assert answer.status_code == 413 and error_of(answer)["code"] == "too_large"
+    assert site.state() == before
+
+
+def test_request_get_json_is_depth_limited_too(app):
+    with app.test_request_context(method="POST", data=b"[" * 1_000 + b"]" * 1_000,
+                                  content_type="application/json"):
+        with pytest.raises(BadRequest):
+            request.get_json()
 
 
 def test_unknown_field_on_patch_gets_400_and_changes_nothing(api):

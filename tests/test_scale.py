@@ -7,11 +7,9 @@ are shared by the module's tests; the Redis outage test has a Redis of its own t
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -20,44 +18,9 @@ import pytest
 from userboard.client import LiveUsers
 
 from .conftest import new_postgres_database
-from .helpers import ServerProcess, free_port, need, seed_admin
+from .helpers import RedisProcess, ServerProcess, seed_admin
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class RedisProcess:
-    """A private redis-server on a free port, which a test may kill and bring back."""
-
-    def __init__(self, workdir: Path):
-        need(shutil.which("redis-server") is not None, "redis-server is not installed")
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.workdir = workdir
-        self.proc = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        import redis
-
-        client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
-        client.close()
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
 
 
 def start_pair(tmp_path, database_url: str, queue_url: str, **settings) -> list[ServerProcess]:

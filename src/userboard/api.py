@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 from flask import Blueprint, Response, g, jsonify, request, session, stream_with_context
+from flask.json.provider import DefaultJSONProvider
 from flask_wtf.csrf import CSRFError, validate_csrf
 from wtforms import ValidationError
 
-from . import auth, changelog, csv_export, users, views
+from . import auth, changelog, csv_export, strictjson, users, views
 from .capture import answer_seq, set_actor
 from .errors import ApiError
 from .extension import app_state, get_db, writes_no_events
@@ -59,20 +59,39 @@ def require_admin():
             raise ApiError("forbidden", f"CSRF check failed: {exc}") from None
 
 
+@bp.before_request
+def refuse_malformed_json():
+    """Parse a JSON body before the route runs, so that a malformed one gets 400 on every
+    route, those that read no body (DELETE) included."""
+    if request.is_json and (request.content_length or request.headers.get("Transfer-Encoding")):
+        parsed_json()
+
+
+def parsed_json():
+    """The request's JSON body, parsed once by `strictjson`; 400 saying what is wrong."""
+    if "json_body" not in g:
+        try:
+            g.json_body = strictjson.loads(request.get_data(cache=False))
+        except strictjson.JSONError as exc:
+            raise ApiError("bad_request", f"malformed JSON: {exc}") from None
+    return g.json_body
+
+
 def json_body() -> dict:
     """The request's JSON object, or a 400 saying what is wrong with it."""
     if not request.is_json:
         raise ApiError("bad_request", "send a JSON body with Content-Type: application/json")
-    raw = request.get_data(cache=False)
-    try:
-        body = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ApiError("bad_request", "request body is not valid UTF-8") from None
-    except ValueError as exc:
-        raise ApiError("bad_request", f"malformed JSON: {exc}") from None
+    body = parsed_json()
     if not isinstance(body, dict):
         raise ApiError("bad_request", "expected a JSON object")
     return body
+
+
+class StrictJSONProvider(DefaultJSONProvider):
+    """Flask's JSON, parsing with `strictjson` (so `request.get_json()` is depth-limited too)."""
+
+    def loads(self, s, **kwargs):
+        return strictjson.loads(s)
 
 
 def requested_view(default_limit: int) -> views.View:

@@ -9,20 +9,23 @@ from flask_socketio import SocketIO
 from flask_wtf.csrf import generate_csrf
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import errors, extension, i18n, security
+from . import errors, extension, i18n, ops, security, strictjson
+from .api import StrictJSONProvider
 from .api import bp as api_bp
 from .auth import SessionTimeouts
 from .bootstrap import open_database
 from .config import Settings, load_or_create_secret_key, secret_key_path
 from .db import ServerPools
-from .events import NAMESPACE
+from .events import NAMESPACE, ROOM
 from .extension import Userboard
 from .gate import SocketGate
+from .logs import AccessLog
+from .metrics import Metrics
 from .publish import QueuedEmitter, sequenced_redis_manager
-from .realtime import UsersNamespace
+from .realtime import CheckedPacket, UsersNamespace, refuse_malformed_packets
 from .relay import SequencedEmitter, Sequencer
 from .throttle import LoginThrottle, RedisLoginThrottle
-from .viewengine import ViewEngine
+from .viewengine import USERS_VIEW, ViewEngine
 from .views import Cursors
 from .web import bp as web_bp
 
@@ -33,6 +36,7 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
     """Build the app: settings from the environment, then `test_config` wins."""
     settings = settings or Settings.from_env()
     app = Flask(__name__, static_folder=None)
+    app.json = StrictJSONProvider(app)
     app.config.from_mapping(
         DATABASE_URL=settings.database_url,
         MESSAGE_QUEUE=settings.message_queue,
@@ -46,6 +50,7 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         SOCKET_HANDSHAKES_PER_ADDRESS=settings.socket_handshakes_per_address,
         SOCKET_MESSAGES_PER_CONNECTION=settings.socket_messages_per_connection,
         SOCKET_MESSAGES_PER_ADDRESS=settings.socket_messages_per_address,
+        MONITOR_ALLOW=settings.monitor_allow,
         CHANGE_LOG_SIZE=settings.change_log_size,
         HEARTBEAT_SECONDS=settings.heartbeat_seconds,
         LOCK_TIMEOUT_MS=settings.lock_timeout_ms,
@@ -77,12 +82,23 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
     database = open_database(app.config["DATABASE_URL"], retention=app.config["CHANGE_LOG_SIZE"],
                              pools=pools)
     cursors = Cursors(app.config["SECRET_KEY"])
+    metrics = Metrics()
+
     # The namespace, its sequencer (whole-table events) and its view engine (views) send
     # to this process's sockets only; the names below are bound before any of them sends.
+    def send_view(sid: str, name: str, payload: dict) -> None:
+        if name == USERS_VIEW:
+            metrics.snapshots.labels(name).inc()
+        namespace.emit_local(name, payload, to=sid)
+
+    def send_in_order(name: str, payload: dict, to: str = ROOM) -> None:
+        if to == ROOM:
+            metrics.events_delivered.inc()
+        namespace.emit_local(name, payload, to=to)
+
     # Background reads (views, the relay) use the readers' pool: writers never starve them.
-    engine = ViewEngine(database.reads, cursors,
-                        send=lambda sid, name, payload: namespace.emit_local(name, payload, to=sid))
-    sequencer = Sequencer(database.reads, emit=lambda *a, **kw: namespace.emit_local(*a, **kw),
+    engine = ViewEngine(database.reads, cursors, send=send_view)
+    sequencer = Sequencer(database.reads, emit=send_in_order,
                           enter=lambda sid: namespace.enter(sid))
     namespace = UsersNamespace(engine, sequencer)
     sequencer.start_at_current()  # history before start-up is for catch-ups, not the room
@@ -103,9 +119,12 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         max_http_buffer_size=MAX_BODY_BYTES,  # a bigger message closes the connection
         cors_allowed_origins=security.origin_checker(tuple(app.config["ALLOWED_ORIGINS"])),
         namespaces=[NAMESPACE],  # any other, the default "/" included, is refused
+        json=strictjson,  # client packets: depth-limited, strict (Engine.IO's too: process-wide)
+        serializer=CheckedPacket,
         **queue_options,
     )
     socketio.on_namespace(namespace)
+    refuse_malformed_packets(socketio.server)  # before the gate, which wraps its handlers
     # In front of Flask-SocketIO's middleware (a proxy fix goes around it, for the address).
     gate = SocketGate(
         socketio.server, app.wsgi_app, NAMESPACE,
@@ -115,7 +134,8 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         messages_per_connection=app.config["SOCKET_MESSAGES_PER_CONNECTION"],
         messages_per_address=app.config["SOCKET_MESSAGES_PER_ADDRESS"],
     )
-    app.wsgi_app = gate
+    # Every request, Engine.IO's and the gate's refusals included, gets an id and a log line.
+    app.wsgi_app = AccessLog(gate, observe=metrics.observe_request)
     if app.config["PROXY_HOPS"]:
         # Around what the server calls, Flask-SocketIO's middleware included: pages, the API and
         # every Engine.IO request (origin check, socket handlers) see the client's address,
@@ -125,13 +145,16 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
     queue = socketio if app.config["MESSAGE_QUEUE"] else None
     database.capture.publishers.append(QueuedEmitter(SequencedEmitter(sequencer, queue)))
     database.capture.publishers.append(engine)  # wakes it: views follow this process's commits
+    database.capture.publishers.append(metrics)  # counts them
+    metrics.watch(sockets=lambda: len(namespace.clients),
+                  relay_lag=lambda: ops.relay_lag(database, sequencer))
     if app.config["MESSAGE_QUEUE"]:  # several processes: they share the count of failed logins
         throttle = RedisLoginThrottle(app.config["MESSAGE_QUEUE"], prefix=app.config["CHANNEL"])
     else:
         throttle = LoginThrottle()
     app.extensions[extension.KEY] = Userboard(
         database=database, socketio=socketio, namespace=namespace, sequencer=sequencer,
-        login_throttle=throttle, cursors=cursors, views=engine, gate=gate,
+        login_throttle=throttle, cursors=cursors, views=engine, gate=gate, metrics=metrics,
         session_timeouts=SessionTimeouts(idle=timedelta(minutes=app.config["SESSION_IDLE_MINUTES"]),
                                          absolute=timedelta(hours=app.config["SESSION_MAX_HOURS"])),
     )
@@ -141,6 +164,7 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
     i18n.init_app(app)
     security.init_app(app)
     errors.init_app(app)
+    ops.init_app(app)
     app.register_blueprint(web_bp)
     app.register_blueprint(api_bp)
     return app

@@ -11,13 +11,12 @@ from gevent import monkey
 monkey.patch_all()
 
 import getpass  # noqa: E402
-import logging  # noqa: E402
 import sys  # noqa: E402
 
 import click  # noqa: E402
 
 from .bench.common import SECTION_NAMES  # noqa: E402
-from .config import ConfigError, Settings  # noqa: E402
+from .config import ConfigError, Settings, log_format_from_env  # noqa: E402
 
 
 class CliError(click.ClickException):
@@ -54,9 +53,12 @@ def _migrate(url: str) -> None:
 @click.version_option(package_name="userboard", message="userboard %(version)s")
 def cli():
     """userboard: a users dashboard whose open tabs stay in sync by push on commit."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    # Connections, refusals, rate-limit hits and failed logins; never tokens or passwords.
-    logging.getLogger("userboard").setLevel(logging.INFO)
+    from .logs import configure
+
+    try:
+        configure(log_format_from_env())
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
 
 
 @cli.command()

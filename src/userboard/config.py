@@ -15,6 +15,9 @@ USERBOARD_PROXY_HOPS       how many reverse proxies in front of the server to tr
                            the client address, scheme and host are taken from the last N values
                            of X-Forwarded-For, -Proto and -Host. It must equal the real number of
                            proxies: with more, a client can spoof its address (docs/security.md)
+USERBOARD_LOG_FORMAT       text (default) or json: one JSON object per line, with a request_id
+USERBOARD_MONITOR_ALLOW    addresses or networks that may read /healthz and /metrics,
+                           comma-separated (e.g. 127.0.0.1,10.0.0.0/8); unset: anyone
 
 USERBOARD_HTTP_IDLE_TIMEOUT  seconds a connection may wait for its next request, or between the
                              bytes of a request's head, before the server closes it (default 10)
@@ -49,6 +52,7 @@ USERBOARD_SESSION_MAX_HOURS     a browser login ends this many hours after it be
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass
@@ -88,6 +92,8 @@ class Settings:
     db_pool_size: int = 5
     db_read_pool_size: int = 10
     db_pre_ping: bool = True
+    log_format: str = "text"
+    monitor_allow: tuple[str, ...] = ()
     session_idle_minutes: int = 720
     session_max_hours: int = 168
 
@@ -120,7 +126,18 @@ class Settings:
         pre_ping = env.get("USERBOARD_DB_PRE_PING", "true").lower()
         if pre_ping not in ("true", "false"):
             raise ConfigError(f"USERBOARD_DB_PRE_PING must be true or false, not {pre_ping!r}")
+        monitor_allow = tuple(
+            a.strip() for a in env.get("USERBOARD_MONITOR_ALLOW", "").split(",") if a.strip()
+        )
+        for entry in monitor_allow:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ConfigError("USERBOARD_MONITOR_ALLOW must list addresses or networks "
+                                  f"(like 10.0.0.0/8), not {entry[:100]!r}") from None
         return cls(
+            log_format=log_format_from_env(env),
+            monitor_allow=monitor_allow,
             heartbeat_seconds=heartbeat_seconds,
             proxy_hops=int(hops),
             **_connection_limits(env),
@@ -192,6 +209,15 @@ def _positive(env, name: str, default: int, maximum: int) -> int:
     if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= maximum:
         raise ConfigError(f"{name} must be an integer from 1 to {maximum}, not {value!r}")
     return int(value)
+
+
+def log_format_from_env(env=None) -> str:
+    """USERBOARD_LOG_FORMAT: `text` or `json` (read on its own too: logging starts first)."""
+    env = os.environ if env is None else env
+    value = env.get("USERBOARD_LOG_FORMAT", "text").strip().lower() or "text"
+    if value not in ("text", "json"):
+        raise ConfigError(f"USERBOARD_LOG_FORMAT must be text or json, not {value[:100]!r}")
+    return value
 
 
 def secret_key_path(database_url: str) -> Path:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .auth import SessionTimeouts
     from .bootstrap import Database
     from .gate import SocketGate
+    from .metrics import Metrics
     from .realtime import UsersNamespace
     from .relay import Sequencer
     from .throttle import LoginThrottle
@@ -45,6 +46,7 @@ class Userboard:
     cursors: Cursors
     views: ViewEngine
     gate: SocketGate
+    metrics: Metrics
 
 
 def app_state(app: Flask | None = None) -> Userboard:

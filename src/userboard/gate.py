@@ -12,14 +12,15 @@ connection, in front of the Socket.IO server and inside it:
   address's. Past either, the whole connection is closed, not just a namespace: the budget
   belongs to the connection, so joining the namespace again cannot refill it.
 - A polling POST without a length or over the size limit is refused before its body is read,
-  and its session is closed. Any Engine.IO request answered with a 4xx closes its HTTP
-  connection (keep-alive would let the client hold it).
+  and its session is closed; so is one whose body is not UTF-8. Any Engine.IO request answered
+  with a 4xx closes its HTTP connection (keep-alive would let the client hold it).
 
 It also makes python-engineio's `Server.disconnect` return at once (`_disconnect_at_once`).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -140,6 +141,18 @@ class SocketGate:
                     self.close(sid)
                 return _refusal(start_response, "413 Request Entity Too Large", "too_large",
                                 "socket message too large")
+            # Engine.IO decodes the body as UTF-8 and, when it is not, logs a traceback and keeps
+            # the session: read it here (it is small now), and refuse it like a malformed one.
+            body = environ["wsgi.input"].read(int(length))
+            try:
+                body.decode("utf-8")
+            except UnicodeDecodeError:
+                log.warning("closing socket connection from %s: a POST that is not UTF-8", address)
+                if sid in self.addresses:
+                    self.close(sid)
+                return _refusal(start_response, "400 Bad Request", "bad_request",
+                                "socket messages must be UTF-8")
+            environ["wsgi.input"] = io.BytesIO(body)
         return None
 
     # -- Engine.IO events -------------------------------------------------------------------------

@@ -100,7 +100,7 @@ def _query(name: str, schema: dict, description: str) -> dict:
 
 CURSOR = {"type": ["string", "null"]}
 VIEW_PARAMETERS = [
-    _query("q", {"type": "string", "maxLength": views.Q_MAX, "pattern": "^[^\\x00-\\x1f\\x7f]*$"},
+    _query("q", {"type": "string", "maxLength": views.Q_MAX, "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*$"},
            "case-insensitive substring of username or email"),
     _query("role", {"enum": ["", *ROLES]}, "only this role (empty: any)"),
     _query("status", {"enum": ["", *STATUSES]}, "only this status (empty: any)"),

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 from flask import request, session
 from flask_socketio import ConnectionRefusedError, Namespace, leave_room
+from socketio import packet
 from sqlalchemy import select
 
 from . import auth, views
@@ -131,7 +132,10 @@ class UsersNamespace(Namespace):
         self.socketio.server.emit(name, payload, to=to, namespace=NAMESPACE, ignore_queue=True)
 
     def _send_all(self, sid: str, events: list[tuple[str, dict]]) -> None:
+        """Send a catch-up (a replay, or one snapshot) to one socket."""
         for name, payload in events:
+            if name in (USERS_SNAPSHOT, USERS_TOO_LARGE):
+                app_state().metrics.snapshots.labels(name).inc()
             self.emit_local(name, payload, to=sid)
 
     def on_connect(self, auth_payload=None):
@@ -194,6 +198,7 @@ class UsersNamespace(Namespace):
         """
         if request.sid not in self.clients:
             return {"error": "not connected"}
+        app_state().metrics.resyncs.inc()
         engine = self.views
         if engine.holds(request.sid):
             subscription = engine.resend(get_db(), request.sid)
@@ -233,3 +238,56 @@ class UsersNamespace(Namespace):
 
     def heartbeat(self, seq: int) -> None:
         self.emit_local(HEARTBEAT, {"seq": seq})
+
+
+# -- packets that do not decode ---------------------------------------------------------------
+
+# What a client may send: binary packets are not part of the protocol, CONNECT_ERROR is the
+# server's to send.
+CLIENT_PACKET_TYPES = (packet.CONNECT, packet.DISCONNECT, packet.EVENT, packet.ACK)
+
+
+class MalformedPacket(ValueError):
+    """A client's Socket.IO packet that cannot be decoded (bad JSON, too deep, bad framing)."""
+
+
+class CheckedPacket(packet.Packet):
+    """python-socketio's packet, whose decoding fails with MalformedPacket only.
+
+    Its JSON module is `strictjson` (the server's `json=`), so a payload nested too deeply, a
+    huge number or a duplicate key never reaches a handler.
+    """
+
+    def decode(self, encoded_packet):
+        if not isinstance(encoded_packet, str):
+            raise MalformedPacket("binary packets are not part of the protocol")
+        try:
+            attachments = super().decode(encoded_packet)
+        except (ValueError, TypeError, IndexError) as exc:
+            raise MalformedPacket(str(exc)[:200]) from None
+        if self.packet_type not in CLIENT_PACKET_TYPES:
+            raise MalformedPacket(f"packet type {self.packet_type} is not sent by clients")
+        return attachments
+
+
+def refuse_malformed_packets(server) -> None:
+    """Close the connection of a client whose packet does not decode, with one log line.
+
+    Left alone, python-socketio raises out of its message handler and Engine.IO logs a
+    traceback for every such packet (which a client could send in a loop).
+    """
+    handle = server._handle_eio_message
+
+    def on_message(eio_sid, data):
+        try:
+            handle(eio_sid, data)
+        except MalformedPacket as exc:
+            log.warning("socket connection %s sent a malformed packet (%s); disconnecting",
+                        eio_sid, exc)
+            connection = server.eio.sockets.get(eio_sid)
+            if connection is not None:
+                # Not eio.disconnect(): on long-polling it waits for the client to fetch the
+                # close packet, which a hostile client never does.
+                connection.close(wait=False, reason=server.eio.reason.SERVER_DISCONNECT)
+
+    server.eio.on("message", on_message)

@@ -125,7 +125,9 @@ def parse_view(params: Mapping[str, Any], cursors: Cursors, default_limit: int =
     if q is not None:
         if len(q) > Q_MAX:
             raise _bad("q", f"at most {Q_MAX} characters")
-        if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs") for ch in q):
+        # Controls (C0 and C1; the OpenAPI spec's pattern says the same) and lone surrogates
+        # (a socket's JSON can carry them; a URL cannot).
+        if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in q):
             raise _bad("q", "must not contain control characters")
         q = q.strip() or None
     role, status = values["role"], values["status"]
