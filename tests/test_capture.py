@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from sqlalchemy import delete, func, insert, select, update
 
 import userboard.capture
 from userboard.capture import current_seq, last_commit_seq, set_actor
+from userboard.db import utcnow
 from userboard.models import ChangeLog, User, user_dict
 from userboard.publish import QueuedEmitter
 
@@ -400,7 +402,7 @@ def test_models_share_one_seq_sequence(db):
 
 
 def test_change_log_keeps_only_the_retention(db, kit):
-    db.capture.retention = 5
+    db.capture.retention, db.capture.min_age = 5, 0
     with db.Session() as s:
         for i in range(105):
             kit.add(s, f"n{i:03}")
@@ -408,6 +410,23 @@ def test_change_log_keeps_only_the_retention(db, kit):
     seqs = [row[0] for row in log_rows(db)]
     assert seqs[-1] == 105
     assert seqs[0] >= 96 and seqs[:1] != [1]
+
+
+def test_change_log_keeps_young_rows_past_the_retention_and_prunes_old_ones(db, kit):
+    db.capture.retention = 5  # min_age stays at its default: a minute
+    with db.Session() as s:
+        for i in range(105):
+            kit.add(s, f"n{i:03}")
+            s.commit()
+    assert [row[0] for row in log_rows(db)] == list(range(1, 106))  # all younger than a minute
+    with db.Session() as s:
+        s.execute(update(ChangeLog).where(ChangeLog.seq <= 60)
+                  .values(committed_at=utcnow() - timedelta(minutes=5)))
+        s.commit()
+        for i in range(105, 200):
+            kit.add(s, f"n{i:03}")
+            s.commit()
+    assert [row[0] for row in log_rows(db)] == list(range(61, 201))
 
 
 def test_failing_publisher_does_not_fail_the_commit(db, caplog):

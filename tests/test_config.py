@@ -15,6 +15,11 @@ def test_defaults_are_one_process_on_sqlite():
     assert settings.change_log_size == 10000
 
 
+def test_change_log_min_age_is_read():
+    assert Settings.from_env({}).change_log_min_age == 60
+    assert Settings.from_env({"USERBOARD_CHANGE_LOG_MIN_AGE": "0"}).change_log_min_age == 0
+
+
 def test_heartbeat_seconds_is_read():
     assert Settings.from_env({"USERBOARD_HEARTBEAT_SECONDS": "0.25"}).heartbeat_seconds == 0.25
 
@@ -25,6 +30,9 @@ def test_heartbeat_seconds_is_read():
     ("USERBOARD_HEARTBEAT_SECONDS", "nan"),
     ("USERBOARD_HEARTBEAT_SECONDS", "3600"),
     ("USERBOARD_CHANGE_LOG_SIZE", "0"),
+    ("USERBOARD_CHANGE_LOG_MIN_AGE", "-1"),
+    ("USERBOARD_CHANGE_LOG_MIN_AGE", "a minute"),
+    ("USERBOARD_CHANGE_LOG_MIN_AGE", "nan"),
     ("USERBOARD_SECURE_COOKIES", "maybe"),
     ("USERBOARD_ALLOWED_ORIGINS", "*"),
 ])

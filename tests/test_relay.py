@@ -66,7 +66,7 @@ def test_pruned_events_are_skipped_in_order(db):
     room = Room()
     seq = sequencer(db, room)
     seq.start_at_current()
-    db.capture.retention = 2
+    db.capture.retention, db.capture.min_age = 2, 0
     add_users(db, *[f"user{i:03}" for i in range(120)])
     seq.relay()
     sent = room.room_seqs()

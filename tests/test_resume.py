@@ -89,7 +89,7 @@ def test_reconnect_replays_only_the_missed_events(server):
 
 
 def test_reconnect_gets_a_snapshot_when_the_log_no_longer_holds_the_events(tmp_path):
-    site = InProcess(tmp_path, CHANGE_LOG_SIZE=10)
+    site = InProcess(tmp_path, CHANGE_LOG_SIZE=10, CHANGE_LOG_MIN_AGE=0)
     try:
         before = site.latest_seq()
         churn(site_api(site), "gone")  # 35 events; the log keeps the last 10

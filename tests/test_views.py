@@ -858,7 +858,7 @@ def test_a_view_behind_the_pruned_change_log_is_read_again_and_stays_exact(tmp_p
     db = Database(f"sqlite:///{tmp_path / 'pruned.db'}")
     try:
         small = make_session_factory(db.engine)
-        install_capture(small, retention=5)
+        install_capture(small, retention=5, min_age=0)
         db.sessions = small
         add_users(db, *({"username": f"u{i}", "status": "disabled"} for i in range(4)))
         engine, recorder = watching(db, status="active", limit="3", sort="username")

@@ -52,6 +52,7 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         SOCKET_MESSAGES_PER_ADDRESS=settings.socket_messages_per_address,
         MONITOR_ALLOW=settings.monitor_allow,
         CHANGE_LOG_SIZE=settings.change_log_size,
+        CHANGE_LOG_MIN_AGE=settings.change_log_min_age,
         HEARTBEAT_SECONDS=settings.heartbeat_seconds,
         LOCK_TIMEOUT_MS=settings.lock_timeout_ms,
         STATEMENT_TIMEOUT_MS=settings.statement_timeout_ms,
@@ -80,7 +81,7 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         pre_ping=app.config["DB_PRE_PING"],
     )
     database = open_database(app.config["DATABASE_URL"], retention=app.config["CHANGE_LOG_SIZE"],
-                             pools=pools)
+                             min_age=app.config["CHANGE_LOG_MIN_AGE"], pools=pools)
     cursors = Cursors(app.config["SECRET_KEY"])
     metrics = Metrics()
 

@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import events as ev
-from .capture import ACTOR_KEY, DEFAULT_RETENTION, ChangeCapture, install_capture
+from .capture import ACTOR_KEY, DEFAULT_MIN_AGE, DEFAULT_RETENTION, ChangeCapture, install_capture
 from .db import ServerPools, make_engine, make_session_factory
 from .publish import QueuedEmitter
 
@@ -64,6 +64,7 @@ def open_database(
     channel: str = "userboard",
     actor: dict | str | None = None,
     pools: ServerPools | None = None,
+    min_age: float = DEFAULT_MIN_AGE,
 ) -> Database:
     """Open `url` with change capture; publish through `message_queue` (write-only) if given.
 
@@ -71,6 +72,8 @@ def open_database(
     history) or a whole `events.actor(...)`. By default, a script named after the program.
     `pools` (the server's) gives writes and reads separate, bounded pools and writes timeouts;
     without it there is one engine with SQLAlchemy's defaults, as a script expects.
+    `retention` and `min_age` say what the change log keeps (USERBOARD_CHANGE_LOG_SIZE and
+    USERBOARD_CHANGE_LOG_MIN_AGE): use the servers' values.
     """
     engine = make_engine(url) if pools is None else pools.writer_engine(url)
     sessions = make_session_factory(engine)
@@ -84,7 +87,7 @@ def open_database(
         reads.configure(info={ACTOR_KEY: by})
     # Capture on the readers' sessions too: no write of a tracked row goes unpublished,
     # whichever pool it used.
-    capture = install_capture(sessions, retention=retention)
+    capture = install_capture(sessions, retention=retention, min_age=min_age)
     if reads is not sessions:
         capture.install(reads)
     emitter = None

@@ -26,7 +26,8 @@ From then on every committed change to a `Note` becomes one event, `note_added`,
    SAVEPOINT restores what was pending when it began; releasing one is not a commit.
 3. In `before_commit` of the outermost transaction the events get their `seq` from the one-row
    counter (its row lock is held until COMMIT, so seq follows commit order across processes) and
-   are written to the change log in the same transaction.
+   are written to the change log in the same transaction. Every hundred or so seqs, rows past the
+   retention are pruned, but none younger than `min_age` seconds (the servers relay them first).
 4. After the commit, and only then, the events go to the publishers. No SQL runs there, and a
    publisher that raises is logged and ignored: publishing never fails a write.
 
@@ -41,12 +42,13 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, delete, event, inspect, select, text, update
+from sqlalchemy import bindparam, delete, event, func, inspect, select, text, update
 from sqlalchemy.orm import Mapper, Session, SessionTransaction
 
 from . import events as ev
@@ -62,6 +64,9 @@ DEFAULT_RETENTION = 10_000
 # Old change-log rows are trimmed when seq crosses a multiple of this (at most 100, or a tenth of
 # the retention), not on every commit.
 PRUNE_EVERY = 100
+# Seconds every change-log row is kept, however many follow: a server's relay reads the log
+# within a second, so even a burst (or one transaction) larger than the retention reaches it.
+DEFAULT_MIN_AGE = 60.0
 
 
 class Publisher(Protocol):
@@ -334,6 +339,22 @@ def _log_events(connection, drafts: list[ev.Event], states: list[dict]) -> int:
     return first
 
 
+def _prune(upto: int, min_age: float):
+    """Delete change-log rows up to seq `upto`, but none committed less than `min_age` s ago.
+
+    Rows go in seq order up to the first young one, so the statement reads only what it
+    deletes (a burst of young rows is not scanned again by every prune).
+    """
+    columns = _change_log.c
+    if min_age <= 0:
+        return delete(_change_log).where(columns.seq <= upto)
+    cutoff = utcnow() - timedelta(seconds=min_age)
+    first_young = (select(columns.seq).where(columns.seq <= upto, columns.committed_at >= cutoff)
+                   .order_by(columns.seq).limit(1).scalar_subquery())
+    return delete(_change_log).where(columns.seq <= upto,
+                                     columns.seq < func.coalesce(first_young, upto + 1))
+
+
 def _unmark(connection, logged: bool) -> None:
     """Before COMMIT: SQLite's marker row goes; PostgreSQL's transaction says "captured".
 
@@ -362,11 +383,13 @@ def observe_commits(callback: Callable[[Sequence[ev.Event]], None]) -> Iterator[
 class ChangeCapture:
     """Listeners for one session factory, and the publishers its committed events go to."""
 
-    def __init__(self, publishers: Iterable[Publisher] = (), retention: int = DEFAULT_RETENTION):
+    def __init__(self, publishers: Iterable[Publisher] = (), retention: int = DEFAULT_RETENTION,
+                 min_age: float = DEFAULT_MIN_AGE):
         if retention < 1:
             raise ValueError("retention must be at least 1")
         self.publishers: list[Publisher] = list(publishers)
         self.retention = retention
+        self.min_age = min_age
 
     HOOKS = (
         "before_flush",
@@ -518,7 +541,7 @@ class ChangeCapture:
         last = first + len(changes) - 1
         every = max(1, min(PRUNE_EVERY, self.retention // 10))
         if last // every != (first - 1) // every:
-            connection.execute(delete(_change_log).where(_change_log.c.seq <= last - self.retention))
+            connection.execute(_prune(last - self.retention, self.min_age))
 
     def _after_commit(self, session):
         nested = session.get_nested_transaction()
@@ -554,10 +577,11 @@ class ChangeCapture:
 
 
 def install_capture(
-    target, publisher: Publisher | None = None, retention: int = DEFAULT_RETENTION
+    target, publisher: Publisher | None = None, retention: int = DEFAULT_RETENTION,
+    min_age: float = DEFAULT_MIN_AGE,
 ) -> ChangeCapture:
     """Wire change capture onto a session factory; return it so publishers can be added."""
-    return ChangeCapture([publisher] if publisher else [], retention).install(target)
+    return ChangeCapture([publisher] if publisher else [], retention, min_age).install(target)
 
 
 def set_actor(session: Session, kind: str, user_id: int | None, name: str | None) -> None:

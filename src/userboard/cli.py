@@ -36,7 +36,8 @@ def _open_db(settings: Settings):
 
     _migrate(settings.database_url)
     return open_database(settings.database_url, settings.message_queue,
-                         settings.change_log_size, settings.channel, actor=cli_actor())
+                         settings.change_log_size, settings.channel, actor=cli_actor(),
+                         min_age=settings.change_log_min_age)
 
 
 def _migrate(url: str) -> None:

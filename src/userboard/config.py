@@ -6,6 +6,9 @@ USERBOARD_SECRET_KEY       unset: generated once, kept beside the database with 
 USERBOARD_CHANNEL          the message queue channel (default "userboard"); installs that share
                            one Redis but not one database need different channels
 USERBOARD_CHANGE_LOG_SIZE  how many recent events the change log keeps (default 10000)
+USERBOARD_CHANGE_LOG_MIN_AGE seconds every event stays in the change log, however many follow
+                           (default 60, 0 to 86400): bursts larger than the size still reach
+                           every client by push; clients further behind resync
 USERBOARD_ALLOWED_ORIGINS  other origins whose pages may open the socket, comma-separated
                            (e.g. https://admin.example.com); the server's own is always allowed
 USERBOARD_SECURE_COOKIES   auto (default: Secure when the request came over https), true, false
@@ -96,6 +99,7 @@ class Settings:
     monitor_allow: tuple[str, ...] = ()
     session_idle_minutes: int = 720
     session_max_hours: int = 168
+    change_log_min_age: float = 60.0
 
     @classmethod
     def from_env(cls, env=None) -> Settings:
@@ -120,6 +124,14 @@ class Settings:
         if not 0.05 <= heartbeat_seconds <= 60:
             raise ConfigError("USERBOARD_HEARTBEAT_SECONDS must be a number of seconds from 0.05 to 60, "
                               f"not {heartbeat!r}")
+        min_age = env.get("USERBOARD_CHANGE_LOG_MIN_AGE", "60")
+        try:
+            change_log_min_age = float(min_age)
+        except ValueError:
+            change_log_min_age = -1.0
+        if not 0 <= change_log_min_age <= 86400:
+            raise ConfigError("USERBOARD_CHANGE_LOG_MIN_AGE must be a number of seconds from 0 to "
+                              f"86400, not {min_age!r}")
         hops = env.get("USERBOARD_PROXY_HOPS", "0").strip()
         if not hops.isdigit() or not hops.isascii():
             raise ConfigError(f"USERBOARD_PROXY_HOPS must be 0 or a positive integer, not {hops!r}")
@@ -158,6 +170,7 @@ class Settings:
             session_idle_minutes=_positive(env, "USERBOARD_SESSION_IDLE_MINUTES", 720,
                                            10 * 366 * 24 * 60),
             session_max_hours=_positive(env, "USERBOARD_SESSION_MAX_HOURS", 168, 10 * 366 * 24),
+            change_log_min_age=change_log_min_age,
         )
 
 
