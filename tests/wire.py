@@ -38,6 +38,8 @@ class WireClient:
         self._cond = threading.Condition()
         self._ws: websocket.WebSocket | None = None
         self._reader: threading.Thread | None = None
+        self._reading = threading.Event()  # cleared: the reader stops taking frames (`pause`)
+        self._reading.set()
 
     def connect(self, timeout: float = 10) -> WireClient:
         """Open the websocket, join /users and wait for the catch-up (the first heartbeat
@@ -60,9 +62,18 @@ class WireClient:
             raise ConnectionError(problem)
         return self
 
+    def pause(self) -> None:
+        """Stop reading: what the server sends piles up in the sockets' buffers, then in its
+        queue, as for a client that is busy or stopped."""
+        self._reading.clear()
+
+    def resume(self) -> None:
+        self._reading.set()
+
     def close(self) -> None:
         if self._ws is None:
             return
+        self._reading.set()
         try:
             self._ws.send(f"41{NAMESPACE},")
             self._ws.send("1")  # Engine.IO close
@@ -78,6 +89,7 @@ class WireClient:
         """Every frame, in order. Engine.IO's open packet ("0{...}") needs no answer."""
         try:
             while True:
+                self._reading.wait()
                 frame = self._ws.recv()
                 if frame == "2":  # Engine.IO ping: answer, or the server drops us
                     self._ws.send("3")

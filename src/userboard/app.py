@@ -100,7 +100,10 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
     # Background reads (views, the relay) use the readers' pool: writers never starve them.
     engine = ViewEngine(database.reads, cursors, send=send_view)
     sequencer = Sequencer(database.reads, emit=send_in_order,
-                          enter=lambda sid: namespace.enter(sid))
+                          enter=lambda sid: namespace.enter(sid),
+                          leave=lambda sid: namespace.leave(sid),
+                          queued=lambda sid: namespace.queued(sid),
+                          members=lambda: namespace.members())
     namespace = UsersNamespace(engine, sequencer)
     sequencer.start_at_current()  # history before start-up is for catch-ups, not the room
     queue_options = {}

@@ -122,6 +122,24 @@ class UsersNamespace(Namespace):
         """Put a socket into the whole-table room (the sequencer decides when)."""
         self.socketio.server.enter_room(sid, ROOM, namespace=NAMESPACE)
 
+    def leave(self, sid: str) -> None:
+        """Take a socket out of the whole-table room (it fell behind; the sequencer feeds it)."""
+        self.socketio.server.leave_room(sid, ROOM, namespace=NAMESPACE)
+
+    def members(self) -> list[str]:
+        """This process's sockets in the whole-table room."""
+        return [sid for sid, _eio in self.socketio.server.manager.get_participants(NAMESPACE, ROOM)]
+
+    def queued(self, sid: str) -> int:
+        """Packets waiting in the socket's Engine.IO send queue (0 once it is gone).
+
+        The websocket writer takes the whole queue at a time, so this is what arrived since it
+        last took it: a lower bound of what the client has still to read.
+        """
+        server = self.socketio.server
+        eio_socket = server.eio.sockets.get(server.manager.eio_sid_from_sid(sid, NAMESPACE))
+        return eio_socket.queue.qsize() if eio_socket is not None else 0
+
     def emit_local(self, name: str, payload: dict, to: str = ROOM) -> None:
         """Send to this process's own clients in `to`, never through the message queue.
 
@@ -165,8 +183,7 @@ class UsersNamespace(Namespace):
         self.clients[sid] = principal
         self._send_all(sid, events)
         # Into the room at the seq the catch-up reached: no event twice, none missing.
-        self.sequencer.admit(sid, latest)
-        self.emit_local(HEARTBEAT, {"seq": max(latest, self.sequencer.delivered)}, to=sid)
+        self.emit_local(HEARTBEAT, {"seq": self.sequencer.admit(sid, latest)}, to=sid)
         log.info("socket %s connected for user %s (%s)", sid, user.id, principal.kind)
 
     def on_disconnect(self, reason=None):

@@ -11,8 +11,15 @@ event at or below what was sent is dropped. So the simplest client, one that jus
 
 A socket joining the room is admitted at the seq its catch-up reached (`admit`): if the room is
 behind, it joins when the room gets there; if ahead, it is sent what it missed first.
-If the change log no longer holds a missing event (pruned), the sequencer moves past it; clients
-then see the gap and resync, as the protocol says.
+
+Sockets take events at their own pace, and none buffers without bound. The relay reads the
+change log a batch at a time and, before the next batch, lets the room take the last one (it
+stops waiting for a socket that has not finished one for `PACE_WAIT` seconds). A socket with more
+than `MAX_QUEUED` events still to write leaves the room, so nobody waits for it; once it has
+written them, it is sent what it missed from the change log, a batch at a time (`feed`), and
+rejoins the room. The change log keeps every event for a while (capture.DEFAULT_MIN_AGE) however
+many follow, so a burst larger than its retention still reaches every socket by push; only a
+socket that falls further behind than that finds a gap, and resyncs, as the protocol says.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from sqlalchemy import select
 
@@ -29,24 +36,36 @@ from .changelog import ChangeLog
 
 log = logging.getLogger(__name__)
 
-# Change-log rows read per query while catching up.
+# Change-log rows read per query while relaying or catching a socket up.
 BATCH = 1000
 # How long an early event waits for the ones before it before the change log is asked.
 GAP_WAIT = 0.05
+# A socket with more events than this waiting to be written leaves the room and catches up
+# from the change log (the room's sockets hold at most about this plus a batch each).
+MAX_QUEUED = 2000
+# How long the relay waits for the room's slowest socket to take a batch before reading on.
+PACE_WAIT = 0.25
 
 
 class Sequencer:
     """Whole-table delivery for one process: ordered, gap-free, exactly once per socket."""
 
     def __init__(self, sessions, emit: Callable[..., None], enter: Callable[[str], None],
-                 gap_wait: float = GAP_WAIT):
+                 gap_wait: float = GAP_WAIT, leave: Callable[[str], None] | None = None,
+                 queued: Callable[[str], int] | None = None,
+                 members: Callable[[], Iterable[str]] | None = None):
         self.sessions = sessions
         self.emit = emit  # emit(name, payload, to=ROOM or a sid): this process's sockets only
         self.enter = enter  # enter(sid): put a socket into the room
+        self.leave = leave or (lambda sid: None)  # leave(sid): take a socket out of the room
+        self.queued = queued or (lambda sid: 0)  # queued(sid): events not yet written to it
+        self.members = members or (lambda: ())  # members(): the sockets in the room
         self.gap_wait = gap_wait
         self._delivered = 0
         self._pending: dict[int, tuple[str, dict]] = {}
         self._waiting: dict[str, int] = {}  # sid -> the seq after which it joins the room
+        self._behind: dict[str, int] = {}  # sid -> the last seq it was sent, outside the room
+        self._feeding: set[str] = set()  # sids being sent a batch from the change log right now
         self._lock = threading.RLock()
         self._wake = threading.Event()
 
@@ -99,33 +118,93 @@ class Sequencer:
             self._admit_waiting()
             self._drain()
 
-    # -- sockets joining ----------------------------------------------------------------------
+    # -- sockets joining and falling behind ---------------------------------------------------
 
-    def admit(self, sid: str, caught_up_to: int) -> None:
-        """Put a socket that holds everything up to `caught_up_to` into the room, in order."""
-        last = caught_up_to
-        while True:
-            with self._lock:
-                if self._delivered == last:
-                    self.enter(sid)
-                    return
-                if self._delivered < last:  # the room is behind this socket: join it later
-                    self._waiting[sid] = last
-                    return
-                upto = self._delivered
-            for name, payload in self._read(last, upto):  # what the room sent meanwhile
-                self.emit(name, payload, to=sid)
-            last = upto
+    def admit(self, sid: str, caught_up_to: int) -> int:
+        """Put a socket that holds everything up to `caught_up_to` into the room, in order;
+        return the seq it has been sent up to (the rest follows from `feed`)."""
+        with self._lock:
+            if self._delivered < caught_up_to:  # the room is behind this socket: join it later
+                self._waiting[sid] = caught_up_to
+                return caught_up_to
+            self._behind[sid] = caught_up_to
+        return self._catch_up(sid)
 
     def forget(self, sid: str) -> None:
         with self._lock:
             self._waiting.pop(sid, None)
+            self._behind.pop(sid, None)
 
     def _admit_waiting(self) -> None:
         for sid, last in list(self._waiting.items()):
             if last <= self._delivered:
                 del self._waiting[sid]
                 self.enter(sid)
+
+    def _step_out(self, sid: str) -> None:
+        """Take a socket that falls behind out of the room; it catches up from the change log."""
+        with self._lock:
+            self.leave(sid)
+            self._behind[sid] = self._delivered  # the room queued everything up to here for it
+        log.info("socket %s is %d events behind; it catches up from the change log",
+                 sid, self.queued(sid))
+
+    def _catch_up(self, sid: str) -> int:
+        """Send a socket outside the room its next batch from the change log, and let it in
+        once it has everything the room was sent; return the seq it was sent up to."""
+        with self._lock:
+            last = self._behind.get(sid)
+            if last is None:
+                return self._delivered
+            if sid in self._feeding:  # another greenlet is sending it this batch
+                return last
+            self._feeding.add(sid)
+            upto = min(self._delivered, last + BATCH)
+        try:
+            for name, payload in self._read(last, upto) if upto > last else ():
+                self.emit(name, payload, to=sid)  # not in the room: nothing else is sent to it
+        finally:
+            with self._lock:
+                self._feeding.discard(sid)
+                if sid in self._behind:
+                    if upto == self._delivered:
+                        del self._behind[sid]
+                        self.enter(sid)
+                    else:
+                        self._behind[sid] = upto
+        return upto
+
+    def feed(self) -> bool:
+        """Move sockets with more than MAX_QUEUED events to write out of the room, and send the
+        ones outside it that have written everything their next batch; return whether any
+        socket is still behind the room."""
+        for sid in list(self.members()):
+            if self.queued(sid) > MAX_QUEUED:
+                self._step_out(sid)
+        for sid in list(self._behind):
+            if self.queued(sid) == 0:
+                self._catch_up(sid)
+        return bool(self._behind)
+
+    def _pace(self) -> None:
+        """Wait until every socket of the room has taken what it was sent, or until none has
+        finished for PACE_WAIT seconds (a socket that stopped reading holds nobody up for long);
+        a socket past MAX_QUEUED leaves the room."""
+        deadline, busy = time.monotonic() + PACE_WAIT, None
+        while True:
+            queued = {sid: self.queued(sid) for sid in self.members()}
+            for sid, count in queued.items():
+                if count > MAX_QUEUED:
+                    self._step_out(sid)
+            still = {sid for sid, count in queued.items() if 0 < count <= MAX_QUEUED}
+            if not still:
+                return
+            if busy is not None and busy - still:  # some socket finished: the room is moving
+                deadline = time.monotonic() + PACE_WAIT
+            if time.monotonic() >= deadline:
+                return
+            busy = still
+            time.sleep(0.005)
 
     # -- the change log -----------------------------------------------------------------------
 
@@ -143,7 +222,8 @@ class Sequencer:
                 time.sleep(self.gap_wait)
 
     def relay(self) -> int:
-        """Deliver, from the change log, every committed event not sent yet; return how many."""
+        """Deliver, from the change log, every committed event not sent yet, a batch at a time
+        and at the room's pace; return how many."""
         sent = 0
         while True:
             with self.sessions() as session:
@@ -167,6 +247,7 @@ class Sequencer:
                 before = self._delivered
                 self._drain()
                 sent += self._delivered - before
+            self._pace()
             if len(rows) < BATCH:
                 return sent
             time.sleep(0)  # a long backlog: let sockets and requests run between batches

@@ -114,20 +114,23 @@ def ensure_first_admin(app) -> str | None:
 
 
 TICK = 0.5  # seconds between change-log polls and credential checks
+BUSY_TICK = 0.01  # between change-log polls while events keep coming or sockets catch up
 
 
 def background_loop(app) -> None:
     """Start the server's greenlets: the sequencer's change-log relay (woken by NOTIFY on
-    PostgreSQL, by gaps, and every tick), the view engine, a loop that closes connections that
-    did not authenticate in time and cuts sockets whose credential ended, and the heartbeats
-    (every HEARTBEAT_SECONDS)."""
+    PostgreSQL, by gaps, and every tick; sooner while busy), the view engine, a loop that
+    closes connections that did not authenticate in time and cuts sockets whose credential
+    ended, and the heartbeats (every HEARTBEAT_SECONDS)."""
     state = app_state(app)
 
     def relay():
+        busy = False
         while True:
-            state.sequencer.wait(TICK)
+            state.sequencer.wait(BUSY_TICK if busy else TICK)
             try:
-                state.sequencer.relay()
+                sent = state.sequencer.relay()
+                busy = state.sequencer.feed() or sent > 0
             except Exception:  # a database hiccup must not end the loop
                 log.exception("change-log relay failed; retrying")
 
