@@ -28,7 +28,7 @@ def test_quick_bench_reports_every_section(tmp_path):
     assert "| figure | result | baseline | ratio | target | met |" in done.stdout
     results = json.loads(out.read_text())
     for section in ("latency", "fanout", "connections", "write_cost", "poller", "views", "outside",
-                    "logins", "summary"):
+                    "logins", "relay", "summary"):
         assert section in results, section
     latency_keys = {"clients", "p50_ms", "p99_ms", "max_ms", "last_client_p50_ms"}
     for kind in ("userboard", "baseline"):
@@ -60,12 +60,17 @@ def test_quick_bench_reports_every_section(tmp_path):
         assert logins[phase]["deliveries"] > 0 and not math.isnan(logins[phase]["p99_ms"]), phase
     for phase in ("logins_off_loop", "logins_on_loop"):
         assert logins[phase]["logins"] > 0 and logins[phase]["failed"] == 0, phase
+    relay = results["relay"]["sqlite"]
+    for path in ("relay", "redis")[:1 if "skipped" in relay["redis"] else 2]:  # both reached all
+        assert relay[path]["complete"] and relay[path]["deliveries"] == relay[path]["expected"] > 0
+        assert relay[path]["events_per_s"] > 0, path
     figures = [row["figure"] for row in results["summary"]]
     assert any(f.startswith("latency p50") for f in figures)
     assert any(f.startswith("memory per idle connection") for f in figures)
     assert any(f.startswith("views (SQLite): commit to visible change") for f in figures)
     assert any(f.startswith("outside write to client p50 (sqlite)") for f in figures)
     assert any(f.startswith("socket latency p99 during") for f in figures)
+    assert any(f.startswith("relay: a script's burst") for f in figures)
     for row in results["summary"]:
         assert set(row) == {"figure", "result", "baseline", "ratio", "target", "met", "unit"}
     assert (tmp_path / "plot.png").stat().st_size > 1000

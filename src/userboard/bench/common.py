@@ -12,7 +12,7 @@ from pathlib import Path
 ADMIN_PASSWORD = "bench-password-1"
 # The sections in the order they run (runner.py maps each to its module).
 SECTION_NAMES = ("latency", "fanout", "connections", "write_cost", "poller", "views", "outside",
-                 "logins")
+                 "logins", "relay")
 
 # --quick is the smoke run CI does: every section, tiny sizes (its numbers mean nothing).
 QUICK = {
@@ -24,6 +24,7 @@ QUICK = {
     "views_users": 2_000, "views_reps": 5, "views_live_clients": 5, "views_live_writes": 5,
     "views_idle_clients": 10,
     "outside_clients": 2, "outside_writes": 3, "outside_rows": 200,
+    "relay_events": 1_000, "relay_clients": 2,
     "pause_scale": 0.2, "poller_interval": 1.0,
     "logins": 4, "logins_clients": 3, "logins_gap": 0.02,
 }
@@ -36,6 +37,7 @@ FULL = {
     "views_users": 1_000_000, "views_reps": 200, "views_live_clients": 100,
     "views_live_writes": 200, "views_idle_clients": 1000,
     "outside_clients": 10, "outside_writes": 50, "outside_rows": 10_000,
+    "relay_events": 16_000, "relay_clients": 10,
     "pause_scale": 1.0, "poller_interval": 5.0,
     "logins": 20, "logins_clients": 100, "logins_gap": 0.05,
 }

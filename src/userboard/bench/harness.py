@@ -130,6 +130,14 @@ class LoadGens:
             self.connected += line.get("ready", 0)
         pause(0.3)  # let snapshots and first heartbeats pass
 
+    def wait_for(self, seq: int, timeout: float = 60) -> bool:
+        """Wait until every connected client has an event at `seq` or later (or `timeout` s)."""
+        for proc in self.procs:
+            proc.stdin.write(f"wait {seq} {timeout}\n")
+            proc.stdin.flush()
+        answers = [json.loads(proc.stdout.readline() or '{"reached": false}') for proc in self.procs]
+        return all(answer["reached"] for answer in answers)
+
     def stop(self) -> list[tuple[int, int, int, int]]:
         """Stop recording; return every arrival as (client, seq or taken_at_ns, t_ns, bytes)."""
         arrivals = []

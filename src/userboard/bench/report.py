@@ -85,6 +85,15 @@ def summarize(r: dict) -> list[dict]:
                 off[f"{q}_ms"], quiet[f"{q}_ms"], "-", None, "ms")
         row(f"socket latency p99 during {what}, hashing on the loop (before; baseline: off it)",
             on["p99_ms"], off["p99_ms"], "off the loop lower", off["p99_ms"] < on["p99_ms"], "ms")
+    for db in ("sqlite", "postgresql"):
+        if db in r.get("relay", {}):
+            relay, redis = r["relay"][db]["relay"], r["relay"][db]["redis"]
+            row(f"relay: a script's burst of {relay['events']:,} events to {relay['clients']} "
+                f"clients, no message queue ({db}; baseline: Redis)", relay["events_per_s"],
+                redis.get("events_per_s"), "all, by push", relay["deliveries"] == relay["expected"],
+                "events/s")
+            row(f"relay: last client complete after the script's last commit ({db})",
+                relay["after_last_commit_s"], redis.get("after_last_commit_s"), "-", None, "s")
     return rows
 
 

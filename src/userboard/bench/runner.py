@@ -1,4 +1,4 @@
-"""The benchmark run: eight sections, each figure beside a baseline measured in the same run.
+"""The benchmark run: nine sections, each figure beside a baseline measured in the same run.
 
 1. latency     (latency.py) commit-to-client latency with 1, 100 and 1,000 clients, one write at
                a time; baseline: a bare Flask-SocketIO broadcast of an equal payload (no database)
@@ -18,6 +18,8 @@
                baseline: the same change through the API
 8. logins      (logins.py) socket latency during a burst of logins; baselines: no logins, and
                the same burst with password hashing on the gevent loop
+9. relay       (relay_rate.py) a burst committed by another process, to the clients: events/s
+               through the change-log relay (no message queue); baseline: the same through Redis
 
 Servers, load generators and writers are in harness.py; the summary table and plot in report.py.
 """
@@ -35,13 +37,15 @@ from .latency import section_latency
 from .logins import section_logins
 from .outside import section_outside
 from .poller import section_poller
+from .relay_rate import section_relay
 from .report import summarize
 from .views import section_views
 from .write_cost import section_write_cost
 
 SECTIONS = dict(zip(SECTION_NAMES, (section_latency, section_fanout, section_connections,
                                     section_write_cost, section_poller, section_views,
-                                    section_outside, section_logins), strict=True))
+                                    section_outside, section_logins, section_relay),
+                 strict=True))
 
 
 def run(quick: bool = False, clients: int | None = None, sections: tuple[str, ...] = (),
