@@ -750,3 +750,39 @@ def test_markup_in_a_writers_name_renders_as_text_in_the_history(browser, server
         assert tab.errors == []
     finally:
         tab.close()
+
+
+def test_a_ten_thousand_character_username_keeps_edit_and_delete_on_screen(browser, server):  # noqa: F811
+    """Direct SQL can store what the API refuses; the page stays usable at 1280 px wide."""
+    def long_user(tag: str) -> tuple[int, str]:
+        name = (tag * 10_000)[:10_000]
+        sql(server, "INSERT INTO users (username, email) VALUES (?, ?)", name, f"{tag}@example.com")
+        with sqlite3.connect(server.env["USERBOARD_DATABASE_URL"].removeprefix("sqlite:///")) as raw:
+            return raw.execute("SELECT id FROM users WHERE username = ?", (name,)).fetchone()[0], name
+
+    def fits(locator) -> bool:
+        box = locator.bounding_box()
+        return box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 1280
+
+    def no_sideways_scroll(tab) -> bool:
+        return tab.page.evaluate("() => document.documentElement.scrollWidth <= innerWidth")
+
+    loaded = long_user("longname0")
+    tab = Tab(browser, server)
+    try:
+        tab.page.set_viewport_size({"width": 1280, "height": 800})
+        tab.open(NEWEST_FIRST)
+        pushed = long_user("longname1")  # arrives through the socket
+        for user_id, name in (loaded, pushed):
+            expect(tab.cell(user_id, "username")).to_have_attribute("title", name)
+            assert fits(tab.row(user_id).locator("a.edit")), user_id
+            assert fits(tab.row(user_id).locator("form.delete button")), user_id
+        assert no_sideways_scroll(tab)
+        tab.open(f"/users/{pushed[0]}/edit")
+        expect(tab.page.locator("input[name=username]")).to_have_value(pushed[1])
+        expect(tab.page.locator("h1")).to_have_attribute("title", pushed[1])
+        assert no_sideways_scroll(tab)
+        assert fits(tab.page.locator("form#edit-user button[type=submit]"))
+        assert tab.errors == []
+    finally:
+        tab.close()
