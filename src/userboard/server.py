@@ -48,10 +48,16 @@ class WholeSendSocket(gevent.socket.socket):
     _writers: WeakKeyDictionary = WeakKeyDictionary()  # socket -> its lock (slots: no attribute)
 
     def send(self, data, flags=0, timeout=None):
-        view, sent = memoryview(data).cast("B"), 0
-        with self._writers.setdefault(self, gevent.lock.Semaphore()):  # never interleaved
-            while sent < len(view):  # (gevent's sendall() calls send(): not that)
-                sent += super().send(view[sent:], flags)
+        lock = self._writers.get(self)
+        if lock is None:
+            lock = self._writers[self] = gevent.lock.Semaphore()
+        size = data.nbytes if isinstance(data, memoryview) else len(data)
+        with lock:  # no other frame starts while the rest of this one waits to go out
+            sent = super().send(data, flags)
+            if sent < size:  # (gevent's sendall() calls send(): it cannot be used here)
+                view = memoryview(data).cast("B")
+                while sent < size:
+                    sent += super().send(view[sent:], flags)
         return sent
 
 
