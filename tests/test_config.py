@@ -20,6 +20,11 @@ def test_change_log_min_age_is_read():
     assert Settings.from_env({"USERBOARD_CHANGE_LOG_MIN_AGE": "0"}).change_log_min_age == 0
 
 
+def test_socket_max_queued_is_read():
+    assert Settings.from_env({}).socket_max_queued == 5000
+    assert Settings.from_env({"USERBOARD_SOCKET_MAX_QUEUED": "200"}).socket_max_queued == 200
+
+
 def test_heartbeat_seconds_is_read():
     assert Settings.from_env({"USERBOARD_HEARTBEAT_SECONDS": "0.25"}).heartbeat_seconds == 0.25
 
@@ -33,6 +38,8 @@ def test_heartbeat_seconds_is_read():
     ("USERBOARD_CHANGE_LOG_MIN_AGE", "-1"),
     ("USERBOARD_CHANGE_LOG_MIN_AGE", "a minute"),
     ("USERBOARD_CHANGE_LOG_MIN_AGE", "nan"),
+    ("USERBOARD_SOCKET_MAX_QUEUED", "0"),
+    ("USERBOARD_SOCKET_MAX_QUEUED", "lots"),
     ("USERBOARD_SECURE_COOKIES", "maybe"),
     ("USERBOARD_ALLOWED_ORIGINS", "*"),
 ])

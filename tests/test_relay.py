@@ -131,11 +131,10 @@ class Sockets(Room):
         return [seq for to, seq in self.sent if to == sid]
 
 
-def test_a_socket_with_too_much_to_write_leaves_the_room_and_catches_up_from_the_change_log(
-        db, monkeypatch):
-    monkeypatch.setattr(relay, "MAX_QUEUED", 3)
+def test_a_socket_with_too_much_to_write_leaves_the_room_and_catches_up_from_the_change_log(db):
     sockets = Sockets("slow", readers=["fast"])
     seq = sockets.sequencer(db)
+    seq.max_queued = 3
     seq.start_at_current()
     add_users(db, *[f"a{i}" for i in range(5)])
     seq.relay()

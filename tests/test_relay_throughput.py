@@ -7,9 +7,10 @@ change log is the only way its events reach the server. Two whole-table clients 
 - python-socketio's client, which hands each message to a thread of its own: about 3,000
   events/s here, slower than the burst comes, so the relay goes at its pace;
 - a raw websocket client (tests/wire.py) that stops reading during the burst, as a busy or
-  stopped client would: the server's socket buffers fill (where partial writes once cut frames
-  short), its queue for that socket passes the limit, and it catches up from the change log once
-  it reads again. It records frames in arrival order, so order is checked on the wire.
+  stopped client would: the socket buffers fill (where partial writes once cut frames short),
+  the server's queue for it passes USERBOARD_SOCKET_MAX_QUEUED (1,000 here), and it catches up
+  from the change log once it reads again. It records frames in arrival order, so order is
+  checked on the wire.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ TOTAL = sum(BURST)
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    proc = ServerProcess(tmp_path_factory.mktemp("throughput"))
+    proc = ServerProcess(tmp_path_factory.mktemp("throughput"),
+                         {"USERBOARD_SOCKET_MAX_QUEUED": "1000"})
     seed_admin(proc)
     proc.start()
     yield proc
@@ -60,7 +62,7 @@ def reached(seq: int):
 
 def test_a_scripts_burst_reaches_every_client_by_push_in_order(server):
     plain = LiveClient(server.url, auth={"token": server.token}).connect()
-    stalled = WireClient(server.url, {"token": server.token}).connect()
+    stalled = WireClient(server.url, {"token": server.token}, receive_buffer=16_384).connect()
     try:
         assert plain.wait_for(lambda c: c.snapshots())
         start = plain.snapshots()[0]["seq"]
@@ -80,6 +82,7 @@ def test_a_scripts_burst_reaches_every_client_by_push_in_order(server):
         assert not stalled.closed
         assert stalled.seqs(after=start) == expected  # as they came off the wire
         assert [n for n, _ in stalled.events].count("users_snapshot") == 1
+        assert any("it catches up from the change log" in line for line in server.output)
     finally:
         plain.close()
         stalled.close()

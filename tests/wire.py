@@ -11,6 +11,7 @@ database only if the server sent every event once, in order.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 
@@ -25,12 +26,16 @@ class WireClient:
     """One websocket to `/users` with `auth`; `events` is [(name, payload)] in arrival order.
 
     A client that resumes (`"since"` in `auth`) passes the users it held at that seq as `holding`.
+    `receive_buffer` (bytes) makes its socket's receive buffer that small: a client that stops
+    reading then fills it at once, and the server's queue for it grows.
     """
 
-    def __init__(self, url: str, auth: dict, holding: dict[int, dict] | None = None):
+    def __init__(self, url: str, auth: dict, holding: dict[int, dict] | None = None,
+                 receive_buffer: int | None = None):
         self.ws_url = url.replace("http://", "ws://", 1) + "/socket.io/?EIO=4&transport=websocket"
         self.auth = auth
         self.holding = holding or {}
+        self.receive_buffer = receive_buffer
         self.events: list[tuple[str, dict]] = []
         self.connected = False
         self.refused: dict | None = None
@@ -44,7 +49,9 @@ class WireClient:
     def connect(self, timeout: float = 10) -> WireClient:
         """Open the websocket, join /users and wait for the catch-up (the first heartbeat
         follows it); raise if refused or not answered in time."""
-        self._ws = websocket.create_connection(self.ws_url, timeout=timeout)
+        options = [(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)] \
+            if self.receive_buffer else ()
+        self._ws = websocket.create_connection(self.ws_url, timeout=timeout, sockopt=options)
         self._ws.settimeout(None)  # the reader blocks; close() wakes it with abort()
         self._reader = threading.Thread(target=self._read, name="wire-reader", daemon=True)
         self._reader.start()

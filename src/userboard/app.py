@@ -53,6 +53,7 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         MONITOR_ALLOW=settings.monitor_allow,
         CHANGE_LOG_SIZE=settings.change_log_size,
         CHANGE_LOG_MIN_AGE=settings.change_log_min_age,
+        SOCKET_MAX_QUEUED=settings.socket_max_queued,
         HEARTBEAT_SECONDS=settings.heartbeat_seconds,
         LOCK_TIMEOUT_MS=settings.lock_timeout_ms,
         STATEMENT_TIMEOUT_MS=settings.statement_timeout_ms,
@@ -103,7 +104,8 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
                           enter=lambda sid: namespace.enter(sid),
                           leave=lambda sid: namespace.leave(sid),
                           queued=lambda sid: namespace.queued(sid),
-                          members=lambda: namespace.members())
+                          members=lambda: namespace.members(),
+                          max_queued=app.config["SOCKET_MAX_QUEUED"])
     namespace = UsersNamespace(engine, sequencer)
     sequencer.start_at_current()  # history before start-up is for catch-ups, not the room
     queue_options = {}

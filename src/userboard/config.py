@@ -35,6 +35,9 @@ USERBOARD_SOCKET_HANDSHAKES_PER_ADDRESS   new socket connections per address (de
 USERBOARD_SOCKET_MESSAGES_PER_CONNECTION  messages one connection may send (default 20/4 seconds)
 USERBOARD_SOCKET_MESSAGES_PER_ADDRESS     messages all connections of one address may send
                                           (default 100/10 seconds)
+USERBOARD_SOCKET_MAX_QUEUED               events a socket may have waiting to be sent before it
+                                          leaves the live stream and catches up from the change
+                                          log at its own pace (default 5000, 1 to 1000000)
 USERBOARD_LOCK_TIMEOUT_MS  how long the server's statements wait for a lock (the seq counter, a row)
                            before the request fails with 503 and Retry-After (default 2000); also
                            how long a write waits for a connection. SQLite: the busy timeout
@@ -100,6 +103,7 @@ class Settings:
     session_idle_minutes: int = 720
     session_max_hours: int = 168
     change_log_min_age: float = 60.0
+    socket_max_queued: int = 5000
 
     @classmethod
     def from_env(cls, env=None) -> Settings:
@@ -171,6 +175,7 @@ class Settings:
                                            10 * 366 * 24 * 60),
             session_max_hours=_positive(env, "USERBOARD_SESSION_MAX_HOURS", 168, 10 * 366 * 24),
             change_log_min_age=change_log_min_age,
+            socket_max_queued=_positive(env, "USERBOARD_SOCKET_MAX_QUEUED", 5000, 1_000_000),
         )
 
 

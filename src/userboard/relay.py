@@ -15,7 +15,7 @@ behind, it joins when the room gets there; if ahead, it is sent what it missed f
 Sockets take events at their own pace, and none buffers without bound. The relay reads the
 change log a batch at a time and, before the next batch, lets the room take the last one (it
 stops waiting for a socket that has not finished one for `PACE_WAIT` seconds). A socket with more
-than `MAX_QUEUED` events still to write leaves the room, so nobody waits for it; once it has
+than `max_queued` events still to write leaves the room, so nobody waits for it; once it has
 written them, it is sent what it missed from the change log, a batch at a time (`feed`), and
 rejoins the room. The change log keeps every event for a while (capture.DEFAULT_MIN_AGE) however
 many follow, so a burst larger than its retention still reaches every socket by push; only a
@@ -41,8 +41,9 @@ BATCH = 1000
 # How long an early event waits for the ones before it before the change log is asked.
 GAP_WAIT = 0.05
 # A socket with more events than this waiting to be written leaves the room and catches up
-# from the change log (the room's sockets hold at most about this plus a batch each).
-MAX_QUEUED = 2000
+# from the change log (USERBOARD_SOCKET_MAX_QUEUED). A queued event costs a socket a reference
+# (the packet is shared): the bound is on what a stopped client keeps alive, a few MB.
+MAX_QUEUED = 5000
 # How long the relay waits for the room's slowest socket to take a batch before reading on.
 PACE_WAIT = 0.25
 
@@ -53,7 +54,8 @@ class Sequencer:
     def __init__(self, sessions, emit: Callable[..., None], enter: Callable[[str], None],
                  gap_wait: float = GAP_WAIT, leave: Callable[[str], None] | None = None,
                  queued: Callable[[str], int] | None = None,
-                 members: Callable[[], Iterable[str]] | None = None):
+                 members: Callable[[], Iterable[str]] | None = None,
+                 max_queued: int = MAX_QUEUED):
         self.sessions = sessions
         self.emit = emit  # emit(name, payload, to=ROOM or a sid): this process's sockets only
         self.enter = enter  # enter(sid): put a socket into the room
@@ -61,6 +63,7 @@ class Sequencer:
         self.queued = queued or (lambda sid: 0)  # queued(sid): events not yet written to it
         self.members = members or (lambda: ())  # members(): the sockets in the room
         self.gap_wait = gap_wait
+        self.max_queued = max_queued
         self._delivered = 0
         self._pending: dict[int, tuple[str, dict]] = {}
         self._waiting: dict[str, int] = {}  # sid -> the seq after which it joins the room
@@ -175,11 +178,11 @@ class Sequencer:
         return upto
 
     def feed(self) -> bool:
-        """Move sockets with more than MAX_QUEUED events to write out of the room, and send the
+        """Move sockets with more than `max_queued` events to write out of the room, and send the
         ones outside it that have written everything their next batch; return whether any
         socket is still behind the room."""
         for sid in list(self.members()):
-            if self.queued(sid) > MAX_QUEUED:
+            if self.queued(sid) > self.max_queued:
                 self._step_out(sid)
         for sid in list(self._behind):
             if self.queued(sid) == 0:
@@ -189,14 +192,14 @@ class Sequencer:
     def _pace(self) -> None:
         """Wait until every socket of the room has taken what it was sent, or until none has
         finished for PACE_WAIT seconds (a socket that stopped reading holds nobody up for long);
-        a socket past MAX_QUEUED leaves the room."""
+        a socket past `max_queued` leaves the room."""
         deadline, busy = time.monotonic() + PACE_WAIT, None
         while True:
             queued = {sid: self.queued(sid) for sid in self.members()}
             for sid, count in queued.items():
-                if count > MAX_QUEUED:
+                if count > self.max_queued:
                     self._step_out(sid)
-            still = {sid for sid, count in queued.items() if 0 < count <= MAX_QUEUED}
+            still = {sid for sid, count in queued.items() if 0 < count <= self.max_queued}
             if not still:
                 return
             if busy is not None and busy - still:  # some socket finished: the room is moving
