@@ -1,7 +1,7 @@
 """Section 9, relay: how fast a burst that another process commits reaches the clients.
 
 A script (its own process, through the capture layer) adds N users in transactions of 1,000 rows
-while C clients hold the whole table. Without a message queue its events reach the server only
+(`relay_chunk`) while C clients hold the whole table. Without a message queue its events reach the server only
 through the change-log relay; the baseline is the same burst published through Redis, which the
 server delivers as it arrives. Both bursts go to one server (configured with Redis when it is
 reachable: a script that publishes nothing still reaches it only through the change log).
@@ -9,7 +9,7 @@ Figure: events per second from the script's first commit to the last arrival at 
 and how long after the script's last commit the last client had everything.
 
 The writer is this module run as a script, started ahead and told when to go:
-    python -m userboard.bench.relay_rate URL N [QUEUE CHANNEL]
+    python -m userboard.bench.relay_rate URL N CHUNK [QUEUE CHANNEL]
 It prints {"ready": true}, waits for a line on stdin, commits, then prints the seqs it committed
 and when (`time.monotonic_ns()`, the clock the load generators stamp arrivals with).
 """
@@ -26,8 +26,6 @@ from pathlib import Path
 from .common import log
 from .harness import InstrumentedServer, LoadGens
 from .processes import PY
-
-CHUNK = 1000  # rows per transaction of the writer
 
 
 def seed(url: str) -> str:
@@ -49,10 +47,9 @@ def seed(url: str) -> str:
 class Writer:
     """A writer process, started ahead so that its start-up is not measured."""
 
-    def __init__(self, url: str, events: int, queue: str | None, channel: str):
-        self.events = events
+    def __init__(self, url: str, events: int, chunk: int, queue: str | None, channel: str):
         self.proc = subprocess.Popen(
-            [PY, "-m", "userboard.bench.relay_rate", url, str(events)]
+            [PY, "-m", "userboard.bench.relay_rate", url, str(events), str(chunk)]
             + ([queue, channel] if queue else []),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
@@ -103,9 +100,10 @@ def measure(url: str, workdir: Path, cfg: dict) -> dict:
         env.update(USERBOARD_MESSAGE_QUEUE=redis_url, USERBOARD_CHANNEL=channel)
     workdir.mkdir(parents=True, exist_ok=True)
     server = InstrumentedServer(workdir, env)
-    writers = {"relay": Writer(url, events, None, channel)}  # they get ready meanwhile
+    chunk = cfg.get("relay_chunk", 1000)
+    writers = {"relay": Writer(url, events, chunk, None, channel)}  # they get ready meanwhile
     if redis_url:
-        writers["redis"] = Writer(url, events, redis_url, channel)
+        writers["redis"] = Writer(url, events, chunk, redis_url, channel)
     try:
         server.start(timeout=60)
         server.token = seed(url)
@@ -140,8 +138,8 @@ def section_relay(cfg, tmp: Path) -> dict:
     return out
 
 
-def write(url: str, events: int, queue: str | None, channel: str) -> None:
-    """The writer process: `events` user adds, CHUNK rows a transaction, through the capture."""
+def write(url: str, events: int, chunk: int, queue: str | None, channel: str) -> None:
+    """The writer process: `events` user adds, `chunk` rows a transaction, through the capture."""
     from sqlalchemy import insert
 
     from ..bootstrap import open_database
@@ -151,8 +149,8 @@ def write(url: str, events: int, queue: str | None, channel: str) -> None:
     database = open_database(url, message_queue=queue, channel=channel, actor="bench-writer")
     prefix = f"relay{uuid.uuid4().hex[:6]}_"
     batches = [[{"username": f"{prefix}{i:06}", "email": f"{prefix}{i:06}@example.com"}
-                for i in range(start, min(events, start + CHUNK))]
-               for start in range(0, events, CHUNK)]
+                for i in range(start, min(events, start + chunk))]
+               for start in range(0, events, chunk)]
     print(json.dumps({"ready": True}), flush=True)
     sys.stdin.readline()
     try:
@@ -170,5 +168,5 @@ def write(url: str, events: int, queue: str | None, channel: str) -> None:
 
 
 if __name__ == "__main__":
-    url, count, *queue = sys.argv[1:]
-    write(url, int(count), *(queue or [None, "userboard"]))
+    url, count, chunk, *queue = sys.argv[1:]
+    write(url, int(count), int(chunk), *(queue or [None, "userboard"]))
