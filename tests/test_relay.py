@@ -183,7 +183,7 @@ def test_the_relay_reads_the_next_batch_once_the_room_took_the_last(db, monkeypa
     add_users(db, *[f"p{i}" for i in range(7)])
     assert seq.relay() == 7
     assert sockets.room_seqs() == list(range(1, 8))
-    assert held == [3, 2, 1, 3, 2, 1, 1]  # each batch taken whole before the next was read
+    assert held == [3, 2, 1, 3, 2, 1]  # each batch taken whole before the next was read
 
 
 def test_the_relay_does_not_wait_long_for_a_socket_that_stopped_reading(db, monkeypatch):

@@ -250,10 +250,10 @@ class Sequencer:
                 before = self._delivered
                 self._drain()
                 sent += self._delivered - before
-            self._pace()
             if len(rows) < BATCH:
                 return sent
-            time.sleep(0)  # a long backlog: let sockets and requests run between batches
+            self._pace()  # a backlog: the next batch once the room took this one
+            time.sleep(0)  # (and sockets and requests run between batches in any case)
 
     def _read(self, after: int, upto: int) -> list[tuple[str, dict]]:
         with self.sessions() as session:
