@@ -164,3 +164,16 @@ def test_history_says_who_changed_a_user_newest_first_and_outlives_it(fresh_site
     assert events[1]["changes"]["role"] == "admin" and events[2]["user"]["username"] == "hist"
     assert all(e["committed_at"].endswith("Z") for e in events)
     assert api.get("/api/users/999999/history", headers=fresh_site.headers).status_code == 404
+
+
+def test_a_new_user_with_a_deleted_users_id_has_only_its_own_history(fresh_site):
+    api, headers = fresh_site.client, fresh_site.headers
+    old = api.post("/api/users", headers=headers,
+                   json={"username": "old", "email": "old@example.com"}).get_json()["user"]
+    assert api.patch(f"/api/users/{old['id']}", headers=headers, json={"role": "admin"}).status_code == 200
+    assert api.delete(f"/api/users/{old['id']}", headers=headers).status_code == 200
+    new = api.post("/api/users", headers=headers,
+                   json={"username": "new", "email": "new@example.com"}).get_json()
+    assert new["user"]["id"] == old["id"]  # SQLite reuses the largest rowid once it is deleted
+    events = api.get(f"/api/users/{old['id']}/history", headers=headers).get_json()["events"]
+    assert [(e["event"], e["seq"]) for e in events] == [("user_added", new["seq"])]

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Index, Integer, String, event, insert, select
+from sqlalchemy import JSON, Index, Integer, String, event, func, insert, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .db import Base, UTCDateTime, iso, utcnow
+from .events import ADDED
 
 
 class ChangeLog(Base):
@@ -65,10 +66,17 @@ def _insert_counter_row(target, connection, **_kw):
 
 def history(session, entity: str, key, limit: int | None = None) -> list[dict]:
     """The retained events of one row, newest first: each event's payload (with its seq and
-    actor), its name under "event" and when it committed under "committed_at"."""
+    actor), its name under "event" and when it committed under "committed_at".
+
+    A row's history starts at its latest add: SQLite may give a new row the key of a deleted
+    one, whose events are not the new row's.
+    """
+    this_row = (ChangeLog.entity == entity, ChangeLog.row_key == str(key))
+    born = (select(func.max(ChangeLog.seq))
+            .where(*this_row, ChangeLog.event == f"{entity}_{ADDED}").scalar_subquery())
     rows = session.execute(
         select(ChangeLog.event, ChangeLog.committed_at, ChangeLog.payload)
-        .where(ChangeLog.entity == entity, ChangeLog.row_key == str(key))
+        .where(*this_row, ChangeLog.seq >= func.coalesce(born, 0))
         .order_by(ChangeLog.seq.desc())
         .limit(limit)
     ).all()
