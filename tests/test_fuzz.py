@@ -209,6 +209,18 @@ def closed_by_server(ws, deadline: float) -> bool:
 @SOCKET_EXAMPLES
 @given(payload=malformed_json | invalid_utf8, where=st.sampled_from(sorted(PACKETS)))
 def test_malformed_socket_payloads_close_the_connection(server, payload, where):
+    assert_closes_the_connection(server, payload, where)
+
+
+@pytest.mark.parametrize("where", sorted(PACKETS))
+def test_a_socket_payload_nested_100000_levels_closes_the_connection(server, where):
+    """Over the 64 KB message limit: the connection is closed before anything parses it."""
+    assert_closes_the_connection(server, b"[" * 100_000 + b"]" * 100_000, where)
+
+
+def assert_closes_the_connection(server, payload: bytes, where: str) -> None:
+    """Send `payload` where a client may put one: the server closes the connection, logs no
+    traceback and commits nothing."""
     before = len(server.output)
     seq = latest_seq(server)
     url = server.url.replace("http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket"
@@ -220,7 +232,10 @@ def test_malformed_socket_payloads_close_the_connection(server, payload, where):
             while not ws.recv().startswith("40/users"):
                 pass
         packet = PACKETS[where]("@PAYLOAD@").encode().replace(b"@PAYLOAD@", payload)
-        ws.send(packet, opcode=websocket.ABNF.OPCODE_TEXT)
+        try:
+            ws.send(packet, opcode=websocket.ABNF.OPCODE_TEXT)
+        except (websocket.WebSocketException, OSError):
+            pass  # closed while we were still sending: closed all the same
         assert closed_by_server(ws, time.monotonic() + 5), "the connection stayed open"
     finally:
         ws.shutdown()  # the server has closed it: no closing handshake to wait for
