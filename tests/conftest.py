@@ -4,23 +4,16 @@
 from __future__ import annotations
 
 import os
-import uuid
-from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from userboard.capture import install_capture
 from userboard.db import Base, make_engine, make_session_factory
 from userboard.publish import EventRecorder
 
 from .gadgets import GadgetBase
-from .helpers import IN_CI, ServerProcess, need, seed_admin
+from .helpers import IN_CI, ServerProcess, need, new_postgres_database, seed_admin, templates
 from .inprocess import PASSWORD, InProcess
-
-PG_ADMIN_URL = os.environ.get(
-    "USERBOARD_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 
 
 @pytest.fixture(autouse=True)
@@ -31,23 +24,11 @@ def _clean_environment(monkeypatch):
             monkeypatch.delenv(key)
 
 
-@contextmanager
-def new_postgres_database(prefix: str):
-    """Create an empty PostgreSQL database, yield its URL, drop it afterwards."""
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # no server here
-        admin.dispose()
-        need(False, f"PostgreSQL not reachable at {PG_ADMIN_URL}: {type(exc).__name__}")
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+@pytest.fixture(scope="session", autouse=True)
+def _database_templates():
+    """The migrated templates tests copy (tests/helpers.py), dropped at the end of the run."""
+    yield templates
+    templates.drop()
 
 
 @pytest.fixture(scope="session")
@@ -79,6 +60,13 @@ def redis_url():
 def pg_database():
     """A new, empty PostgreSQL database for one test."""
     with new_postgres_database("userboard_scale") as url:
+        yield url
+
+
+@pytest.fixture
+def migrated_pg_database():
+    """A new PostgreSQL database for one test, migrated (a copy of the template)."""
+    with new_postgres_database("userboard_migrated", migrated=True) as url:
         yield url
 
 
@@ -179,4 +167,4 @@ def auth(site, client):
     return AuthActions(site, client)
 
 
-__all__ = ["IN_CI"]
+__all__ = ["IN_CI", "new_postgres_database"]

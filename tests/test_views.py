@@ -31,12 +31,11 @@ from sqlalchemy.exc import IntegrityError
 from userboard import csv_export, views
 from userboard.capture import install_capture
 from userboard.db import make_engine, make_session_factory
-from userboard.migrations import upgrade
 from userboard.models import User, user_dict
 from userboard.users import BadRequest, LastAdmin, UserError, bulk_update, create_user, update_user
 from userboard.viewengine import ViewEngine
 
-from .conftest import new_postgres_database
+from .helpers import migrated_sqlite, new_postgres_database
 from .viewclient import ViewReplica, ascii_lower, ordered, reference, sort_key
 
 SECRET = "test-views-secret"
@@ -47,7 +46,6 @@ class Database:
     """A migrated database (triggers, FTS / pg_trgm, user_totals) with capturing sessions."""
 
     def __init__(self, url: str):
-        upgrade(url)
         self.url = url
         self.engine = make_engine(url)
         self.sessions = make_session_factory(self.engine)
@@ -92,12 +90,14 @@ class DatabaseLower:
 def database(request, tmp_path):
     """A fresh migrated database per test."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'views.db'}"
-    else:
-        url = request.getfixturevalue("pg_database")
-    db = Database(url)
-    yield db
-    db.close()
+        db = Database(migrated_sqlite(tmp_path / "views.db"))
+        yield db
+        db.close()
+        return
+    with new_postgres_database("userboard_views", migrated=True) as url:
+        db = Database(url)
+        yield db
+        db.close()
 
 
 # -- parameters -------------------------------------------------------------------------------
@@ -229,12 +229,12 @@ def populate(db: Database, count: int, seed: int) -> None:
 def population(request, tmp_path_factory):
     """Three hundred users that stay put for the module's read-only tests."""
     if request.param == "sqlite":
-        db = Database(f"sqlite:///{tmp_path_factory.mktemp('views') / 'population.db'}")
+        db = Database(migrated_sqlite(tmp_path_factory.mktemp("views") / "population.db"))
         populate(db, 300, seed=11)
         yield db
         db.close()
         return
-    with new_postgres_database("userboard_views") as url:
+    with new_postgres_database("userboard_views", migrated=True) as url:
         db = Database(url)
         populate(db, 300, seed=11)
         yield db
@@ -512,7 +512,7 @@ def test_user_totals_equal_real_counts_after_any_kind_of_write(database):
              "firing DELETE triggers (recursive_triggers is off), so user_totals counts it twice "
              "(docs/deployment.md: do not use INSERT OR REPLACE on users)")
 def test_user_totals_survive_sqlite_insert_or_replace(tmp_path):
-    db = Database(f"sqlite:///{tmp_path / 'replace.db'}")
+    db = Database(migrated_sqlite(tmp_path / "replace.db"))
     try:
         with db.engine.begin() as conn:
             conn.execute(text(
@@ -855,7 +855,7 @@ def test_no_heartbeat_claims_a_seq_before_its_change_is_sent(database):
 
 
 def test_a_view_behind_the_pruned_change_log_is_read_again_and_stays_exact(tmp_path):
-    db = Database(f"sqlite:///{tmp_path / 'pruned.db'}")
+    db = Database(migrated_sqlite(tmp_path / "pruned.db"))
     try:
         small = make_session_factory(db.engine)
         install_capture(small, retention=5)
