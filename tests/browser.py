@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import pytest
@@ -33,20 +34,46 @@ def browser():
         chromium.close()
 
 
-class Tab:
-    """One logged-in browser context and page, collecting page errors."""
+_logged_in: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    def __init__(self, browser, server, locale: str = "en-US", login: bool = True):
+
+def logged_in_state(browser, server) -> dict:
+    """Cookies of a session logged in through the login form, once per server.
+
+    Tabs start from them instead of each filling the form: a login is a scrypt check and two
+    page loads, and the login form has tests of its own (test_chinese_page_shows_chinese_labels
+    logs in through it in the browser; test_web.py and test_security.py cover it in depth).
+    """
+    if server not in _logged_in:
+        tab = Tab(browser, server, login=False)
+        try:
+            tab.login()
+            _logged_in[server] = tab.context.storage_state()
+        finally:
+            tab.close()
+    return _logged_in[server]
+
+
+class Tab:
+    """One browser context and page, collecting page errors.
+
+    Logged in (the default), it opens `path` and waits until the page's socket is connected.
+    """
+
+    def __init__(self, browser, server, locale: str = "en-US", login: bool = True, path: str = "/"):
         self.server = server
-        self.context = browser.new_context(locale=locale, viewport={"width": 1100, "height": 760})
+        state = logged_in_state(browser, server) if login else None
+        self.context = browser.new_context(locale=locale, viewport={"width": 1100, "height": 760},
+                                           storage_state=state)
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
         self.page.on("dialog", lambda dialog: dialog.accept())
         if login:
-            self.login()
+            self.open(path)
 
     def login(self, username: str = "root", password: str = ADMIN_PASSWORD) -> None:
+        """Log in through the login form."""
         self.page.goto(self.server.url + "/login")
         self.page.fill("#login input[name=username]", username)
         self.page.fill("#login input[name=password]", password)
