@@ -12,8 +12,18 @@ from userboard.db import Base, make_engine, make_session_factory
 from userboard.publish import EventRecorder
 
 from .gadgets import GadgetBase
-from .helpers import IN_CI, ServerProcess, need, new_postgres_database, seed_admin, templates
+from .helpers import (
+    IN_CI,
+    ServerProcess,
+    need,
+    new_postgres_database,
+    seed_admin,
+    temp_root,
+    templates,
+)
 from .inprocess import PASSWORD, InProcess
+
+temp_root()  # before pytest makes its first temporary folder
 
 
 @pytest.fixture(autouse=True)
