@@ -500,10 +500,11 @@ def test_user_totals_equal_real_counts_after_any_kind_of_write(database):
         with db.engine.connect() as conn:
             assert kept_totals(conn) == real_totals(conn), (step, kind)
         with db.sessions() as session:
+            real = real_totals(session.connection())
             for role in (None, *roles):
                 for status in (None, *statuses):
                     view = views.View(role=role, status=status)
-                    want = sum(n for (r, s), n in real_totals(session.connection()).items()
+                    want = sum(n for (r, s), n in real.items()
                                if role in (None, r) and status in (None, s))
                     assert views.count(session, view) == want
 
