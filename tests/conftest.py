@@ -25,6 +25,18 @@ from .inprocess import PASSWORD, InProcess
 
 temp_root()  # before pytest makes its first temporary folder
 
+# The files that take longest, longest first: on several workers (pytest -n N --dist loadfile,
+# with --no-loadscope-reorder in pyproject.toml) they start first, and the short ones fill the
+# gaps, so the workers finish together instead of one running a long file at the end alone.
+LONGEST_FILES = ("test_bench.py", "test_views.py", "test_browser.py", "test_cli.py",
+                 "test_outside_writes.py", "test_views_live.py", "test_capture.py", "test_scale.py",
+                 "test_ordering.py", "test_actors.py", "test_resume.py", "test_fuzz.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole
+
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch):
