@@ -18,8 +18,8 @@ import socketio
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
-from userboard import users
 from userboard.auth import create_token
+from userboard.bench.harness import add_admin
 from userboard.bench.processes import UserboardProcess
 from userboard.bench.processes import free_port as free_port  # re-exported: tests import it from here
 from userboard.bench.processes import run_cli as run_cli  # re-exported: tests import it from here
@@ -245,16 +245,7 @@ def seed_admin(server: ServerProcess, username: str = "root") -> None:
     path = make_url(url).database
     if url.startswith("sqlite") and path and not Path(path).exists():
         migrated_sqlite(Path(path))
-    upgrade(url)  # a no-op on a copy of the template; migrates any other database
-    database = open_database(url)
-    try:
-        with database.session() as session:
-            admin = users.create_user(session, {
-                "username": username, "email": f"{username}@example.com", "role": "admin",
-                "password": ADMIN_PASSWORD})
-            server.token = create_token(session, admin)
-    finally:
-        database.close()
+    server.token = add_admin(url, username, ADMIN_PASSWORD)  # migrates: a no-op on a copy
 
 
 def issue_token(server: ServerProcess, username: str) -> str:

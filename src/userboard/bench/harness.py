@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import threading
 import uuid
-from contextlib import closing
 from pathlib import Path
 
 import requests
 
+from .. import users
+from ..auth import create_token
+from ..bootstrap import open_database
+from ..migrations import upgrade
 from .common import ADMIN_PASSWORD, pause
 from .processes import PY, ChildProcess, UserboardProcess, free_port
 
@@ -70,11 +72,6 @@ class BaselineServer(PushTarget):
         return self._child.rss_kb()
 
 
-# A server's own SQLite database right after the CLI set its admin up, and the admin's token:
-# the next server on a database of its own starts from a copy instead of two more CLI runs.
-_set_up: dict[str, object] = {}
-
-
 def start_userboard(workdir: Path, database_url: str | None = None,
                     extra_env=None) -> InstrumentedServer:
     """A served userboard with an admin "bench" and its API token."""
@@ -83,23 +80,27 @@ def start_userboard(workdir: Path, database_url: str | None = None,
     if database_url:
         env["USERBOARD_DATABASE_URL"] = database_url
     server = InstrumentedServer(workdir, env)
-    own_file = workdir / server.database_file
-    if database_url is None and _set_up and Path(_set_up["copy"]).exists():
-        _copy_database(Path(_set_up["copy"]), own_file)
-        server.token = _set_up["token"]
-    else:
-        server.setup_admin("bench", ADMIN_PASSWORD)
-        if database_url is None:
-            _set_up.update(copy=workdir / "set-up.db", token=server.token)
-            _copy_database(own_file, workdir / "set-up.db")
+    server.token = add_admin(server.env["USERBOARD_DATABASE_URL"], "bench", ADMIN_PASSWORD)
     server.start(timeout=60)
     return server
 
 
-def _copy_database(source: Path, target: Path) -> None:
-    """Copy a SQLite database that no process has open (the backup API: the WAL included)."""
-    with closing(sqlite3.connect(source)) as src, closing(sqlite3.connect(target)) as dst:
-        src.backup(dst)
+def add_admin(database_url: str, username: str, password: str) -> str:
+    """Migrate the database and add an active admin; return a new API token for it.
+
+    What `userboard create-admin` and `userboard token create` do, in this process: two
+    command runs cost a second or more of start-up each (tests/test_cli.py runs the commands).
+    """
+    upgrade(database_url)
+    database = open_database(database_url)
+    try:
+        with database.session() as session:
+            admin = users.create_user(session, {
+                "username": username, "email": f"{username}@example.com", "role": "admin",
+                "password": password})
+            return create_token(session, admin)
+    finally:
+        database.close()
 
 
 class LoadGens:
