@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import pytest
@@ -33,20 +34,82 @@ def browser():
         chromium.close()
 
 
-class Tab:
-    """One logged-in browser context and page, collecting page errors."""
+class _ServerTabs:
+    """What the browser keeps for one server: the cookies of a login, and logged-in tabs that
+    tests closed, parked on about:blank for the next test.
 
-    def __init__(self, browser, server, locale: str = "en-US", login: bool = True):
-        self.server = server
-        self.context = browser.new_context(locale=locale, viewport={"width": 1100, "height": 760})
-        self.page = self.context.new_page()
-        self.errors: list[str] = []
-        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
-        self.page.on("dialog", lambda dialog: dialog.accept())
+    A new browser context costs about 0.3 s of CPU and twice that in wall time (a renderer
+    process and a profile); a parked one only loads the next test's page. Tabs start from the
+    cookies instead of each filling the login form (a scrypt check and two page loads); the form
+    has tests of its own (test_chinese_page_shows_chinese_labels here, test_web.py and
+    test_security.py in depth).
+    """
+
+    def __init__(self, browser, server):
+        self.browser = browser
+        self.idle: dict[str, list] = {}  # locale -> [(context, page)]
+        tab = Tab(browser, server, login=False)
+        tab.login()
+        self.state = tab.context.storage_state()
+        tab.park(self.idle.setdefault(tab.locale, []))
+
+
+_servers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _server_tabs(browser, server) -> _ServerTabs:
+    if server not in _servers or _servers[server].browser is not browser:
+        _servers[server] = _ServerTabs(browser, server)
+    return _servers[server]
+
+
+def _accept(dialog) -> None:
+    dialog.accept()
+
+
+class Tab:
+    """A browser context and page, collecting page errors.
+
+    Logged in (the default), it opens `path` and waits until the page's socket is connected;
+    closed, it is parked for the next logged-in tab on the same server (see _ServerTabs).
+    """
+
+    def __init__(self, browser, server, locale: str = "en-US", login: bool = True, path: str = "/"):
+        self.server, self.locale = server, locale
+        self._idle = None
         if login:
-            self.login()
+            kept = _server_tabs(browser, server)
+            self._idle = kept.idle.setdefault(locale, [])
+        if self._idle:
+            self.context, self.page = self._idle.pop()
+        else:
+            self.context = browser.new_context(
+                locale=locale, viewport={"width": 1100, "height": 760},
+                storage_state=kept.state if login else None)
+            self.page = self.context.new_page()
+            self.page.on("dialog", _accept)
+        self.errors: list[str] = []
+        self.page.on("pageerror", self._record_error)
+        if login:
+            self.open(path)
+
+    def _record_error(self, exc) -> None:
+        self.errors.append(str(exc))
+
+    def park(self, idle: list) -> None:
+        """Leave the page (which ends its socket) and keep the context in `idle`."""
+        from playwright.sync_api import Error as PlaywrightError  # as the `browser` fixture does
+
+        self.page.remove_listener("pageerror", self._record_error)
+        try:
+            self.page.goto("about:blank")
+        except PlaywrightError:  # the page or the browser is gone: nothing to keep
+            self.context.close()
+            return
+        idle.append((self.context, self.page))
 
     def login(self, username: str = "root", password: str = ADMIN_PASSWORD) -> None:
+        """Log in through the login form."""
         self.page.goto(self.server.url + "/login")
         self.page.fill("#login input[name=username]", username)
         self.page.fill("#login input[name=password]", password)
@@ -95,4 +158,7 @@ class Tab:
         return self.page.evaluate("window.__noReload === true")
 
     def close(self) -> None:
-        self.context.close()
+        if self._idle is None:
+            self.context.close()
+        else:
+            self.park(self._idle)

@@ -4,23 +4,38 @@
 from __future__ import annotations
 
 import os
-import uuid
-from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from userboard.capture import install_capture
 from userboard.db import Base, make_engine, make_session_factory
 from userboard.publish import EventRecorder
 
 from .gadgets import GadgetBase
-from .helpers import IN_CI, ServerProcess, need, seed_admin
+from .helpers import (
+    IN_CI,
+    ServerProcess,
+    need,
+    new_postgres_database,
+    seed_admin,
+    temp_root,
+    templates,
+)
 from .inprocess import PASSWORD, InProcess
 
-PG_ADMIN_URL = os.environ.get(
-    "USERBOARD_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+temp_root()  # before pytest makes its first temporary folder
+
+# The files that take longest, longest first: on several workers (pytest -n N --dist loadfile,
+# with --no-loadscope-reorder in pyproject.toml) they start first, and the short ones fill the
+# gaps, so the workers finish together instead of one running a long file at the end alone.
+LONGEST_FILES = ("test_bench.py", "test_views.py", "test_browser.py", "test_cli.py",
+                 "test_outside_writes.py", "test_views_live.py", "test_capture.py", "test_scale.py",
+                 "test_ordering.py", "test_actors.py", "test_resume.py", "test_fuzz.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole
 
 
 @pytest.fixture(autouse=True)
@@ -31,23 +46,11 @@ def _clean_environment(monkeypatch):
             monkeypatch.delenv(key)
 
 
-@contextmanager
-def new_postgres_database(prefix: str):
-    """Create an empty PostgreSQL database, yield its URL, drop it afterwards."""
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # no server here
-        admin.dispose()
-        need(False, f"PostgreSQL not reachable at {PG_ADMIN_URL}: {type(exc).__name__}")
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+@pytest.fixture(scope="session", autouse=True)
+def _database_templates():
+    """The migrated templates tests copy (tests/helpers.py), dropped at the end of the run."""
+    yield templates
+    templates.drop()
 
 
 @pytest.fixture(scope="session")
@@ -79,6 +82,13 @@ def redis_url():
 def pg_database():
     """A new, empty PostgreSQL database for one test."""
     with new_postgres_database("userboard_scale") as url:
+        yield url
+
+
+@pytest.fixture
+def migrated_pg_database():
+    """A new PostgreSQL database for one test, migrated (a copy of the template)."""
+    with new_postgres_database("userboard_migrated", migrated=True) as url:
         yield url
 
 
@@ -179,4 +189,4 @@ def auth(site, client):
     return AuthActions(site, client)
 
 
-__all__ = ["IN_CI"]
+__all__ = ["IN_CI", "new_postgres_database"]

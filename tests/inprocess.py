@@ -19,8 +19,9 @@ from userboard.auth import create_token, hash_password
 from userboard.config import Settings
 from userboard.events import NAMESPACE
 from userboard.extension import app_state
-from userboard.migrations import upgrade
 from userboard.models import ChangeLog, User
+
+from .helpers import migrated_sqlite
 
 PASSWORD = "in-process-pass"
 _addresses = itertools.count(1)
@@ -36,8 +37,7 @@ class InProcess:
     plain user `other`."""
 
     def __init__(self, tmp_path, **config):
-        self.database_url = f"sqlite:///{tmp_path / 'inproc.db'}"
-        upgrade(self.database_url)
+        self.database_url = migrated_sqlite(tmp_path / "inproc.db")
         # Defaults, not the environment: module fixtures are built before it is cleaned.
         self.app = create_app({"DATABASE_URL": self.database_url, "SOCKETIO_ASYNC_MODE": "threading",
                                "SECRET_KEY": "in-process", **config}, settings=Settings.from_env({}))

@@ -26,8 +26,7 @@ from sqlalchemy.engine import make_url
 from userboard import users
 from userboard.bootstrap import open_database
 
-from .conftest import new_postgres_database
-from .helpers import ServerProcess, need, seed_admin
+from .helpers import ServerProcess, need, new_postgres_database, seed_admin
 from .wire import WireClient, assert_matches_database
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +70,7 @@ def deployment(request, tmp_path_factory):
     if request.param == "sqlite":
         yield from _serve(Deployment(ServerProcess(workdir)))
         return
-    with new_postgres_database("userboard_actors") as url:
+    with new_postgres_database("userboard_actors", migrated=True) as url:
         role = f"dba_{uuid.uuid4().hex[:8]}"
         dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         server = ServerProcess(workdir, env={"USERBOARD_DATABASE_URL": url})

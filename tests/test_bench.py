@@ -19,6 +19,7 @@ from userboard.bench.processes import ChildProcess
 def test_quick_bench_reports_every_section(tmp_path):
     out = tmp_path / "bench.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("USERBOARD_")}
+    env["TMPDIR"] = str(tmp_path)  # its servers' databases with the suite's other files
     done = subprocess.run(
         [sys.executable, "-m", "userboard.cli", "bench", "--quick", "--json", str(out),
          "--plot", str(tmp_path / "plot.png")],

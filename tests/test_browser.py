@@ -35,9 +35,7 @@ MARKUP_EMAIL = "<script>window.__xss=2</script>@example.com"
 
 @pytest.fixture
 def tabs(browser, server):  # noqa: F811
-    opened = [Tab(browser, server), Tab(browser, server)]
-    for tab in opened:
-        tab.open(NEWEST_FIRST)
+    opened = [Tab(browser, server, path=NEWEST_FIRST), Tab(browser, server, path=NEWEST_FIRST)]
     yield opened
     for tab in opened:
         assert tab.errors == []
@@ -119,9 +117,8 @@ def test_markup_in_data_renders_as_text_on_load_and_when_pushed(browser, server)
             (MARKUP_NAME, MARKUP_EMAIL),
         )
         user_id = raw.execute("SELECT max(id) FROM users").fetchone()[0]
-    tab = Tab(browser, server)
+    tab = Tab(browser, server, path=NEWEST_FIRST)
     try:
-        tab.open(NEWEST_FIRST)
         expect(tab.cell(user_id, "username")).to_have_text(MARKUP_NAME)
         expect(tab.cell(user_id, "email")).to_have_text(MARKUP_EMAIL)
         assert tab.row(user_id).locator("img, script").count() == 0
@@ -182,10 +179,8 @@ def test_taken_email_shows_the_field_error_and_keeps_the_input_across_a_redirect
 
 def test_edit_page_notices_remote_change_and_delete(browser, server):  # noqa: F811
     user = api_user(server, "watched")
-    tab = Tab(browser, server)
+    tab = Tab(browser, server, path=f"/users/{user['id']}/edit")
     try:
-        tab.page.goto(f"{server.url}/users/{user['id']}/edit")
-        tab.page.wait_for_selector('body[data-socket="connected"]')
         server.api().patch(f"{server.url}/api/users/{user['id']}", json={"email": "w2@example.com"})
         notice = tab.page.locator("#remote-notice")
         expect(notice).to_contain_text("w2@example.com")
@@ -199,9 +194,8 @@ def test_edit_page_notices_remote_change_and_delete(browser, server):  # noqa: F
 
 def test_stale_edit_form_shows_current_values_instead_of_overwriting(browser, server):  # noqa: F811
     user = api_user(server, "racy")
-    tab = Tab(browser, server)
+    tab = Tab(browser, server, path=f"/users/{user['id']}/edit")
     try:
-        tab.page.goto(f"{server.url}/users/{user['id']}/edit")
         server.api().patch(f"{server.url}/api/users/{user['id']}", json={"email": "theirs@example.com"})
         tab.page.fill("#edit-user input[name=email]", "mine@example.com")
         tab.page.click("#edit-user button[type=submit]")
@@ -229,21 +223,23 @@ def test_chinese_page_shows_chinese_labels(browser, server):  # noqa: F811
         tab.close()
 
 
-def test_connection_indicator_follows_the_server(browser, tmp_path):  # noqa: F811
-    server = ServerProcess(tmp_path)
-    seed_admin(server)
-    server.start()
-    tab = Tab(browser, server)
+def test_connection_indicator_follows_the_server(browser, board):  # noqa: F811
+    tab = Tab(browser, board)
     try:
         expect(tab.page.locator("#connection")).to_have_text("connected")
-        server.stop()
+        # Attempts closer together than a person needs, and as many as the restart takes (the
+        # bounded count is test_write_forms_are_disabled_while_the_server_stays_unreachable's).
+        tab.page.evaluate("window.userboard.socket.io.reconnectionDelay(100);"
+                          " window.userboard.socket.io.reconnectionDelayMax(200);"
+                          " window.userboard.socket.io.reconnectionAttempts(1000)")
+        board.stop()
         expect(tab.page.locator("body")).to_have_attribute("data-socket", "reconnecting")
         expect(tab.page.locator("#connection")).to_have_text("reconnecting")
-        server.start()
+        board.start()
         expect(tab.page.locator("body")).to_have_attribute("data-socket", "connected", timeout=15000)
     finally:
         tab.close()
-        server.stop()
+        running(board)
 
 
 def test_pages_send_a_csp_without_inline_script(server):
@@ -318,12 +314,19 @@ def usernames(rows: list[dict]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def board(tmp_path_factory):
-    """A server of this module's own: the view tests know every user on it."""
+    """A server of this module's own: the view tests know every user on it, and the connection
+    tests stop it and start it again."""
     proc = ServerProcess(tmp_path_factory.mktemp("board"))
     seed_admin(proc)
     proc.start()
     yield proc
     proc.stop()
+
+
+def running(server: ServerProcess) -> None:
+    """Start `server` again if a test stopped it and failed before starting it."""
+    if server.proc.poll() is not None:
+        server.start()
 
 
 def seed_users(server: ServerProcess, rows: list[dict]) -> None:
@@ -344,10 +347,9 @@ def test_two_views_follow_a_third_tab_and_the_api_without_reload(browser, board)
     hannah = api_user(board, "hannah", status="disabled")
     bob = api_user(board, "bob")
     carl = api_user(board, "carl", status="disabled")
-    one, two, writer = Tab(browser, board), Tab(browser, board), Tab(browser, board)
+    one, two = Tab(browser, board, path="/?q=ann&sort=email"), Tab(browser, board, path="/?status=disabled")
+    writer = Tab(browser, board)
     try:
-        one.open("/?q=ann&sort=email")
-        two.open("/?status=disabled")
         for tab in (one, two):
             tab.mark_no_reload()
 
@@ -464,8 +466,8 @@ def test_the_pager_walks_every_page_exactly_once_and_back(browser, tmp_path):  #
     server = ServerProcess(tmp_path)
     seed_admin(server)
     # 259 more users: 260 in all. Emails in another order than ids, for the second walk.
-    seed_users(server, [{"username": f"pager{i:03}", "email": f"p{i * 101 % 259:03}@example.com"}
-                        for i in range(259)])
+    sql_many(server, "INSERT INTO users (username, email) VALUES (?, ?)",
+             [(f"pager{i:03}", f"p{i * 101 % 259:03}@example.com") for i in range(259)])
     server.start()
     tab = Tab(browser, server)
     try:
@@ -492,9 +494,8 @@ def test_csv_export_of_a_filtered_view_equals_the_api(browser, board):  # noqa: 
                         "role": "admin" if i == 1 else "user",
                         "status": "disabled" if i == 3 else "active"} for i in range(4)])
     view = {"q": "csvrow", "status": "active", "sort": "email", "order": "desc"}
-    tab = Tab(browser, board)
+    tab = Tab(browser, board, path="/?q=csvrow&status=active&sort=email&order=desc")
     try:
-        tab.open("/?q=csvrow&status=active&sort=email&order=desc")
         with tab.page.expect_download() as download:
             tab.page.click("a#export-csv")
         text = Path(download.value.path()).read_text(encoding="utf-8")
@@ -512,9 +513,8 @@ def test_long_values_are_cut_short_and_the_actions_stay_visible(browser, board):
         return api_user(board, (name * 32)[:32], email=email)
 
     first = long_user("w")
-    tab = Tab(browser, board)
+    tab = Tab(browser, board, path=NEWEST_FIRST)
     try:
-        tab.open(NEWEST_FIRST)
         pushed = long_user("v")  # arrives through the socket
         for user in (first, pushed):
             expect(tab.cell(user["id"], "email")).to_have_attribute("title", user["email"])
@@ -529,10 +529,8 @@ def test_long_values_are_cut_short_and_the_actions_stay_visible(browser, board):
         tab.close()
 
 
-def test_write_forms_are_disabled_while_the_server_stays_unreachable(browser, tmp_path):  # noqa: F811
-    server = ServerProcess(tmp_path)
-    seed_admin(server)
-    server.start()
+def test_write_forms_are_disabled_while_the_server_stays_unreachable(browser, board):  # noqa: F811
+    server = board
     tab = Tab(browser, server)
     writes = ["#add-user button[type=submit]", "#bulk button[type=submit]", "form.delete button"]
     try:
@@ -551,7 +549,7 @@ def test_write_forms_are_disabled_while_the_server_stays_unreachable(browser, tm
             expect(tab.page.locator(selector).first).to_be_enabled()
     finally:
         tab.close()
-        server.stop()
+        running(server)
 
 
 # -- the edit page's history, and writes made outside userboard ---------------------------------
@@ -561,6 +559,12 @@ def sql(server, statement: str, *args) -> None:
     """One statement on the server's database file with the sqlite3 module: no userboard code."""
     with sqlite3.connect(server.env["USERBOARD_DATABASE_URL"].removeprefix("sqlite:///")) as raw:
         raw.execute(statement, args)
+
+
+def sql_many(server, statement: str, rows: list[tuple]) -> None:
+    """One statement per row, in one transaction, with the sqlite3 module (as `sql`)."""
+    with sqlite3.connect(server.env["USERBOARD_DATABASE_URL"].removeprefix("sqlite:///")) as raw:
+        raw.executemany(statement, rows)
 
 
 def unannounced(server, statement: str, *args) -> None:
@@ -580,16 +584,15 @@ def newest_entry(tab: Tab, count: int) -> dict:
 
 def test_the_edit_page_history_shows_each_writer_live(browser, server):  # noqa: F811
     user = api_user(server, "chronicle")
-    watcher, editor = Tab(browser, server), Tab(browser, server)
+    edit_page = f"/users/{user['id']}/edit"
+    watcher, editor = Tab(browser, server, path=edit_page), Tab(browser, server, path=edit_page)
     try:
-        watcher.open(f"/users/{user['id']}/edit")
         watcher.mark_no_reload()
         created = watcher.history()
         assert [(e["event"], e["kind"], e["actor"], e["what"]) for e in created] == [
             ("user_added", "token", "root (API token)", "created")]
 
         # A browser session: another tab saves the edit form.
-        editor.open(f"/users/{user['id']}/edit")
         editor.page.fill("#edit-user input[name=email]", "chronicle2@example.com")
         editor.page.click("#edit-user button[type=submit]")
         by_session = newest_entry(watcher, 2)
@@ -636,10 +639,9 @@ def test_the_edit_page_history_shows_each_writer_live(browser, server):  # noqa:
 
 def test_a_direct_sql_update_reaches_a_dashboard_view_and_an_edit_page(browser, server):  # noqa: F811
     user = api_user(server, "sqlwatched")
-    board, editor = Tab(browser, server), Tab(browser, server)
+    board = Tab(browser, server, path="/?q=sqlwatched")
+    editor = Tab(browser, server, path=f"/users/{user['id']}/edit")
     try:
-        board.open("/?q=sqlwatched")
-        editor.open(f"/users/{user['id']}/edit")
         board.mark_no_reload()
         editor.mark_no_reload()
         sql(server, "UPDATE users SET username = 'sqlwatched_x', email = 'sqlx@example.com'"
@@ -661,10 +663,9 @@ def test_a_direct_sql_update_reaches_a_dashboard_view_and_an_edit_page(browser, 
 
 def test_a_fresh_snapshot_or_window_replaces_rows_at_the_same_version(browser, server):  # noqa: F811
     user = api_user(server, "unannounced")
-    board, editor = Tab(browser, server), Tab(browser, server)
+    board = Tab(browser, server, path="/?q=unannounced")
+    editor = Tab(browser, server, path=f"/users/{user['id']}/edit")
     try:
-        board.open("/?q=unannounced")
-        editor.open(f"/users/{user['id']}/edit")
         unannounced(server, "UPDATE users SET email = 'quiet@example.com' WHERE id = ?",
                     user["id"])
         # A fresh window for the view; a snapshot for the edit page (asked from a seq the
@@ -686,13 +687,12 @@ def test_an_edit_page_on_a_table_too_large_for_a_snapshot_reads_its_user_again(
     big = ServerProcess(tmp_path)
     seed_admin(big)
     crowd = [(f"crowd{i}", f"crowd{i}@example.com") for i in range(2001)]
+    sql_many(big, "INSERT INTO users (username, email) VALUES (?, ?)", crowd)
     with sqlite3.connect(big.env["USERBOARD_DATABASE_URL"].removeprefix("sqlite:///")) as raw:
-        raw.executemany("INSERT INTO users (username, email) VALUES (?, ?)", crowd)
         user_id = raw.execute("SELECT id FROM users WHERE username = 'crowd7'").fetchone()[0]
     big.start()
-    tab = Tab(browser, big)
+    tab = Tab(browser, big, path=f"/users/{user_id}/edit")
     try:
-        tab.open(f"/users/{user_id}/edit")
         # Unannounced (see above), then a catch-up no replay can serve: users_too_large.
         unannounced(big, "UPDATE users SET email = 'crowd7b@example.com' WHERE id = ?", user_id)
         tab.page.evaluate("window.userboard.socket.emit('resync', {since: 2 ** 40})")
@@ -713,9 +713,8 @@ def test_users_reset_empties_the_edit_page_in_seq_order(browser, server):  # noq
     # A TRUNCATE of users (PostgreSQL) must cascade to the logins, which cuts this page's socket
     # too: its event is handed to the page's socket handler here, after an unknown entity's.
     user = api_user(server, "truncated")
-    tab = Tab(browser, server)
+    tab = Tab(browser, server, path=f"/users/{user['id']}/edit")
     try:
-        tab.open(f"/users/{user['id']}/edit")
         last = tab.page.evaluate("window.userboard.lastSeq")
         reset = {"seq": last + 2, "actor": {"kind": "external", "user_id": None, "name": "dba"}}
         tab.page.evaluate("([reset, last]) => { const [deliver] = window.userboard.socket"
@@ -732,9 +731,8 @@ def test_users_reset_empties_the_edit_page_in_seq_order(browser, server):  # noq
 
 def test_markup_in_a_writers_name_renders_as_text_in_the_history(browser, server):  # noqa: F811
     user = api_user(server, "named_by_markup")
-    tab = Tab(browser, server)
+    tab = Tab(browser, server, path=f"/users/{user['id']}/edit")
     try:
-        tab.open(f"/users/{user['id']}/edit")
         database = open_database(server.env["USERBOARD_DATABASE_URL"], actor=MARKUP_NAME)
         try:
             with database.session() as session:

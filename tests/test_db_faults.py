@@ -26,8 +26,7 @@ from sqlalchemy.engine import make_url
 
 from userboard.config import ConfigError, Settings
 
-from .conftest import new_postgres_database
-from .helpers import ADMIN_PASSWORD, LiveClient, ServerProcess, seed_admin
+from .helpers import ADMIN_PASSWORD, LiveClient, ServerProcess, new_postgres_database, seed_admin
 from .inprocess import InProcess, csrf_of
 
 POOL_SIZE = 3  # the server's writers' pool, small so that the writers below exhaust it

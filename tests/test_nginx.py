@@ -23,8 +23,7 @@ import requests
 import websocket
 from requests.adapters import HTTPAdapter
 
-from .conftest import new_postgres_database
-from .helpers import ADMIN_PASSWORD, LiveClient, ServerProcess, free_port, need
+from .helpers import ADMIN_PASSWORD, LiveClient, ServerProcess, free_port, need, new_postgres_database
 from .inprocess import csrf_of
 from .test_scale import start_pair
 

@@ -19,8 +19,15 @@ from sqlalchemy import create_engine, text
 
 from userboard.config import ConfigError, Settings
 
-from .conftest import PG_ADMIN_URL, new_postgres_database
-from .helpers import ADMIN_PASSWORD, LiveClient, RedisProcess, ServerProcess, seed_admin
+from .helpers import (
+    ADMIN_PASSWORD,
+    PG_ADMIN_URL,
+    LiveClient,
+    RedisProcess,
+    ServerProcess,
+    new_postgres_database,
+    seed_admin,
+)
 from .inprocess import InProcess
 
 

@@ -28,7 +28,7 @@ from userboard.bootstrap import open_database
 from userboard.models import User
 from userboard.testing import capture_events
 
-from .conftest import new_postgres_database
+from .helpers import new_postgres_database
 from .test_scale import start_pair
 from .wire import WireClient, assert_matches_database, database_users
 
@@ -81,7 +81,7 @@ with database.session() as session:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, redis_url):
     """Two servers on one PostgreSQL database and one Redis channel."""
-    with new_postgres_database("userboard_order") as url:
+    with new_postgres_database("userboard_order", migrated=True) as url:
         servers = start_pair(tmp_path_factory.mktemp("order_pg"), url, redis_url)
         yield from _running(servers)
 

@@ -16,8 +16,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from .conftest import new_postgres_database
-from .helpers import ServerProcess, seed_admin
+from .helpers import ServerProcess, new_postgres_database, seed_admin
 from .wire import WireClient, assert_matches_database, database_users
 
 
@@ -53,7 +52,7 @@ def deployment(request, tmp_path_factory):
     if request.param == "sqlite":
         yield from _serve(ServerProcess(workdir))
     else:
-        with new_postgres_database("userboard_outside") as url:
+        with new_postgres_database("userboard_outside", migrated=True) as url:
             yield from _serve(ServerProcess(workdir, env={"USERBOARD_DATABASE_URL": url}))
 
 

@@ -17,8 +17,7 @@ import pytest
 
 from userboard.client import LiveUsers
 
-from .conftest import new_postgres_database
-from .helpers import RedisProcess, ServerProcess, seed_admin
+from .helpers import RedisProcess, ServerProcess, new_postgres_database, seed_admin
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,7 +51,7 @@ def cluster(tmp_path_factory, redis_url):
     Shared: each test measures from the seq it saw first, and the test that kills a server
     starts it again.
     """
-    with new_postgres_database("userboard_scale") as url:
+    with new_postgres_database("userboard_scale", migrated=True) as url:
         servers = start_pair(tmp_path_factory.mktemp("cluster"), url, redis_url)
         try:
             yield servers
@@ -135,10 +134,10 @@ def write_through_both(servers, tag: str, count: int) -> int:
     return latest(servers[0])
 
 
-def test_a_redis_outage_loses_no_write_and_clients_converge(tmp_path, pg_database):
+def test_a_redis_outage_loses_no_write_and_clients_converge(tmp_path, migrated_pg_database):
     redis_server = RedisProcess(tmp_path)
     redis_server.start()
-    servers = start_pair(tmp_path, pg_database, redis_server.url)
+    servers = start_pair(tmp_path, migrated_pg_database, redis_server.url)
     clients = []
     try:
         clients = connect_all(servers)

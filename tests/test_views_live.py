@@ -18,8 +18,7 @@ from sqlalchemy import create_engine, text
 
 from userboard import views
 
-from .conftest import new_postgres_database
-from .helpers import ServerProcess
+from .helpers import ServerProcess, new_postgres_database, seed_admin
 from .viewclient import ViewClient, sort_key, wait_all
 
 SEED = 20261125
@@ -39,13 +38,13 @@ def live(request, tmp_path):
     if request.param == "sqlite":
         yield from _serve(tmp_path, env, None)
     else:
-        with new_postgres_database("userboard_live_views") as url:
+        with new_postgres_database("userboard_live_views", migrated=True) as url:
             yield from _serve(tmp_path, {**env, "USERBOARD_DATABASE_URL": url}, url)
 
 
 def _serve(tmp_path, env, url):
     server = ServerProcess(tmp_path, env=env)
-    server.setup_admin()
+    seed_admin(server)
     server.start()
     direct = create_engine(url or f"sqlite:///{tmp_path / server.database_file}")
     try:

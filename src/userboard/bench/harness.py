@@ -16,6 +16,10 @@ from pathlib import Path
 
 import requests
 
+from .. import users
+from ..auth import create_token
+from ..bootstrap import open_database
+from ..migrations import upgrade
 from .common import ADMIN_PASSWORD, pause
 from .processes import PY, ChildProcess, UserboardProcess, free_port
 
@@ -69,35 +73,31 @@ class BaselineServer(PushTarget):
 
 
 def start_userboard(workdir: Path, database_url: str | None = None,
-                    extra_env=None, seed_in_process: bool = False) -> InstrumentedServer:
-    """A served userboard with an admin "bench" and its API token: made by the CLI, or (quicker,
-    two processes fewer) by this process."""
+                    extra_env=None) -> InstrumentedServer:
+    """A served userboard with an admin "bench" and its API token (made in this process)."""
     workdir.mkdir(parents=True, exist_ok=True)
     env = {"USERBOARD_SECRET_KEY": "bench", **(extra_env or {})}
     if database_url:
         env["USERBOARD_DATABASE_URL"] = database_url
     server = InstrumentedServer(workdir, env)
-    if seed_in_process:
-        server.token = seed_admin(server.env["USERBOARD_DATABASE_URL"], "bench", ADMIN_PASSWORD)
-    else:
-        server.setup_admin("bench", ADMIN_PASSWORD)
+    server.token = add_admin(server.env["USERBOARD_DATABASE_URL"], "bench", ADMIN_PASSWORD)
     server.start(timeout=60)
     return server
 
 
-def seed_admin(url: str, username: str, password: str) -> str:
-    """Migrate, add an active admin, return a new API token of theirs."""
-    from ..auth import create_token
-    from ..bootstrap import open_database
-    from ..migrations import upgrade
-    from ..users import create_user
+def add_admin(database_url: str, username: str, password: str) -> str:
+    """Migrate the database and add an active admin; return a new API token for it.
 
-    upgrade(url)
-    database = open_database(url)
+    What `userboard create-admin` and `userboard token create` do, in this process: two
+    command runs cost a second or more of start-up each (tests/test_cli.py runs the commands).
+    """
+    upgrade(database_url)
+    database = open_database(database_url)
     try:
         with database.session() as session:
-            admin = create_user(session, {"username": username, "email": f"{username}@example.com",
-                                          "role": "admin", "password": password})
+            admin = users.create_user(session, {
+                "username": username, "email": f"{username}@example.com", "role": "admin",
+                "password": password})
             return create_token(session, admin)
     finally:
         database.close()

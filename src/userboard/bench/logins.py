@@ -110,7 +110,7 @@ def phase(server, writer: OpenLoopWriter, logins: int | None, threads: int, gap:
 
 
 def section_logins(cfg, tmp: Path) -> dict:
-    server = start_userboard(tmp / "logins", seed_in_process=True)
+    server = start_userboard(tmp / "logins")
     try:
         target = UserboardWriter(server)
         target.write()
