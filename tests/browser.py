@@ -23,15 +23,22 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture(scope="session")
-def browser():
+def chromium():
+    """Debian's Chromium, one per test process (Playwright's sync API allows one at a time)."""
     need(CHROMIUM.exists(), "Debian's chromium is not installed (apt-get install chromium)")
-    need(VENDOR.exists(), "the socket.io client is not built (run `npm ci`)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="session")
+def browser(chromium):
+    """The browser for pages served from this source tree (they need its built client)."""
+    need(VENDOR.exists(), "the socket.io client is not built (run `npm ci`)")
+    return chromium
 
 
 class _ServerTabs:

@@ -11,6 +11,7 @@ from userboard.capture import install_capture
 from userboard.db import Base, make_engine, make_session_factory
 from userboard.publish import EventRecorder
 
+from .browser import chromium  # noqa: F401  (a fixture: one Chromium per test process)
 from .gadgets import GadgetBase
 from .helpers import (
     IN_CI,

@@ -20,7 +20,7 @@ import requests
 
 from userboard.bench.processes import ChildProcess, free_port
 
-from .browser import CHROMIUM, CHROMIUM_ARGS, Tab
+from .browser import Tab
 from .helpers import need
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,18 +81,6 @@ def installed(wheel, tmp_path_factory) -> dict:
     (work / "run").mkdir()
     return {"bin": work / "venv/bin", "env": env, "cwd": work / "run", "package": package,
             "cache": work / "cache"}
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    """Debian's Chromium (not tests/browser.py's fixture: that one wants the source tree's client)."""
-    need(CHROMIUM.exists(), "Debian's chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def listing(folder: Path) -> dict[str, tuple[int, int]]:
