@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 
 import pytest
@@ -86,6 +87,22 @@ def test_reconnect_replays_only_the_missed_events(server):
         assert live.users == db_users(server)
     finally:
         live.close()
+
+
+def test_closing_a_client_that_is_reconnecting_stops_its_attempts(tmp_path):
+    gone = ServerProcess(tmp_path)
+    seed_admin(gone)
+    gone.start()
+    live = LiveUsers(gone.url, token=gone.token).connect()
+    try:
+        gone.stop()
+        deadline = time.monotonic() + 10
+        while live.sio not in socketio.base_client.reconnecting_clients:
+            assert time.monotonic() < deadline, "the client never started reconnecting"
+            time.sleep(0.02)
+    finally:
+        live.close()
+    assert live.sio not in socketio.base_client.reconnecting_clients
 
 
 def test_reconnect_gets_a_snapshot_when_the_log_no_longer_holds_the_events(tmp_path):

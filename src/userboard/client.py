@@ -68,7 +68,9 @@ class LiveUsers:
         return self
 
     def close(self) -> None:
-        self.sio.disconnect()
+        """Disconnect; if the connection was lost, stop reconnecting (disconnect() alone would
+        leave the attempts running in the background)."""
+        self.sio.shutdown()
 
     # -- the algorithm ------------------------------------------------------------------------
 
