@@ -36,6 +36,16 @@ ADMIN_PASSWORD = "correct-horse-battery"
 EVENT_NAMES = ("users_snapshot", "user_added", "user_updated", "user_deleted")
 
 
+def wait_until(condition, timeout: float = 10) -> bool:
+    """Poll `condition` until it holds or `timeout` seconds pass; say whether it held."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def need(condition: bool, reason: str) -> None:
     """Skip when a service is missing locally; in CI a missing service is a failure."""
     if not condition:
@@ -283,14 +293,14 @@ class RedisProcess:
         import redis
 
         client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + 10
-        while True:
+
+        def answers() -> bool:
             try:
-                client.ping()
-                break
+                return client.ping()
             except redis.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
+                return False
+
+        assert wait_until(answers), "redis-server did not start"
         client.close()
 
     def kill(self) -> None:

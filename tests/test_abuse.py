@@ -13,7 +13,6 @@ import json
 import os
 import socket
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ import websocket
 
 from userboard.config import ConfigError, Settings
 
-from .helpers import ServerProcess, seed_admin
+from .helpers import ServerProcess, seed_admin, wait_until
 from .wire import flood, join, open_websocket
 
 POLLING = "/socket.io/?EIO=4&transport=polling"
@@ -181,10 +180,8 @@ def test_oversized_polling_posts_leave_no_socket_open_and_login_answers(server):
                 assert (status, headers["connection"]) == (413, "close")
                 attackers.append(raw)  # kept open, as an attacker would
         assert len(probe.answers) >= 3 and set(probe.answers) == {200}, probe.answers
-        deadline = time.monotonic() + 5
-        while open_connections(server.proc.pid) > 3:
-            assert time.monotonic() < deadline, open_connections(server.proc.pid)
-            time.sleep(0.05)
+        assert wait_until(lambda: open_connections(server.proc.pid) <= 3, 5), \
+            open_connections(server.proc.pid)
     finally:
         for raw in attackers:
             raw.close()
@@ -298,10 +295,9 @@ def test_the_default_namespace_serves_no_one(server):
     assert ws.recv().startswith("44")  # CONNECT_ERROR: "/" is refused
     served = flood(ws, ['42["resync",{"since":0}]', '42["watch",{}]'] * 30)
     assert served == (0, 0)
-    deadline = time.monotonic() + 5
-    while f"connection from {address} sent messages too fast" not in "".join(server.output):
-        assert time.monotonic() < deadline  # cut for its messages, not by the auth timeout
-        time.sleep(0.02)  # the server's output arrives through a pipe
+    # Cut for its messages, not by the auth timeout (the output arrives through a pipe).
+    assert wait_until(
+        lambda: f"connection from {address} sent messages too fast" in "".join(server.output), 5)
 
 
 # -- settings -------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 import uuid
 from collections import Counter
 from contextlib import contextmanager
@@ -26,7 +25,7 @@ from sqlalchemy.engine import make_url
 
 from userboard.config import ConfigError, Settings
 
-from .helpers import ADMIN_PASSWORD, LiveClient, ServerProcess, new_postgres_database, seed_admin
+from .helpers import ADMIN_PASSWORD, LiveClient, ServerProcess, new_postgres_database, seed_admin, wait_until
 from .inprocess import InProcess, csrf_of
 
 POOL_SIZE = 3  # the server's writers' pool, small so that the writers below exhaust it
@@ -75,15 +74,6 @@ def waiting_on_locks(server: ServerProcess) -> int:
             " WHERE datname = current_database() AND wait_event_type = 'Lock'").fetchone()[0]
 
 
-def poll(condition, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 class Writers:
     """WRITERS concurrent API writes (new users named PREFIX-N), each answer kept."""
 
@@ -118,7 +108,7 @@ def test_reads_logins_and_socket_connects_answer_while_writers_queue_on_the_coun
     with counter_held(server):
         writers = Writers(server, f"q{uuid.uuid4().hex[:6]}")
         # The writers' pool is full of writers waiting for the holder's lock.
-        assert poll(lambda: waiting_on_locks(server) >= POOL_SIZE)
+        assert wait_until(lambda: waiting_on_locks(server) >= POOL_SIZE)
         listed = server.api().get(server.url + "/api/users", timeout=ANSWER_WITHIN)
         login_page = requests.get(server.url + "/login", timeout=ANSWER_WITHIN)
         logged_in = server.login()  # asserts the login answered 200 (a login writes a row)
@@ -243,7 +233,7 @@ def test_dropped_connections_cost_at_most_a_503_and_the_next_write_reaches_clien
     try:
         for _ in range(15):
             seen = answered()
-            assert poll(lambda seen=seen: answered() >= seen + 5), statuses
+            assert wait_until(lambda seen=seen: answered() >= seen + 5), statuses
             killed += backends_terminated(server)
     finally:
         done.set()

@@ -23,7 +23,15 @@ import requests
 import websocket
 from requests.adapters import HTTPAdapter
 
-from .helpers import ADMIN_PASSWORD, LiveClient, ServerProcess, free_port, need, new_postgres_database
+from .helpers import (
+    ADMIN_PASSWORD,
+    LiveClient,
+    ServerProcess,
+    free_port,
+    need,
+    new_postgres_database,
+    wait_until,
+)
 from .inprocess import csrf_of
 from .test_scale import start_pair
 
@@ -211,11 +219,10 @@ def test_the_throttle_is_keyed_on_the_client_address_and_shared_by_both_servers(
         assert answer.status_code == 429 and "Retry-After" in answer.headers
     # Another client address is not slowed down by them.
     assert post_login(browser(deployment), deployment.url, "root", ADMIN_PASSWORD).status_code == 302
-    deadline = time.monotonic() + 5
-    while "failed login for 'nobody_0' from 127.0.0.2" not in "".join(
-            line for server in deployment.servers for line in server.output):
-        assert time.monotonic() < deadline, "the log does not show the client's own address"
-        time.sleep(0.02)  # the servers' output arrives through a pipe
+    # The servers' output arrives through a pipe.
+    assert wait_until(lambda: "failed login for 'nobody_0' from 127.0.0.2" in "".join(
+        line for server in deployment.servers for line in server.output), 5), \
+        "the log does not show the client's own address"
 
 
 def test_a_foreign_origin_is_refused_by_http_and_websocket_handshakes(deployment):

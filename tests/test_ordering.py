@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from userboard.bootstrap import open_database
 from userboard.models import User
 from userboard.testing import capture_events
 
-from .helpers import new_postgres_database
+from .helpers import new_postgres_database, wait_until
 from .test_scale import start_pair
 from .wire import WireClient, assert_matches_database, database_users
 
@@ -300,11 +299,3 @@ def lock_waiters(connection) -> int:
         " WHERE datname = current_database() AND wait_event_type = 'Lock'").fetchone()[0]
 
 
-def wait_until(condition, timeout: float = 10) -> bool:
-    """Poll `condition` until it holds or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import uuid
 
 import pytest
@@ -22,7 +21,7 @@ from userboard.events import NAMESPACE
 from userboard.models import User
 from userboard.testing import capture_events
 
-from .helpers import ServerProcess, issue_token, run_cli, seed_admin
+from .helpers import ServerProcess, issue_token, run_cli, seed_admin, wait_until
 from .inprocess import InProcess
 
 
@@ -96,10 +95,8 @@ def test_closing_a_client_that_is_reconnecting_stops_its_attempts(tmp_path):
     live = LiveUsers(gone.url, token=gone.token).connect()
     try:
         gone.stop()
-        deadline = time.monotonic() + 10
-        while live.sio not in socketio.base_client.reconnecting_clients:
-            assert time.monotonic() < deadline, "the client never started reconnecting"
-            time.sleep(0.02)
+        assert wait_until(lambda: live.sio in socketio.base_client.reconnecting_clients), \
+            "the client never started reconnecting"
     finally:
         live.close()
     assert live.sio not in socketio.base_client.reconnecting_clients

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 
 import pytest
 import requests
@@ -19,7 +18,7 @@ import websocket
 
 from userboard.config import ConfigError, Settings
 
-from .helpers import ADMIN_PASSWORD, ServerProcess, seed_admin
+from .helpers import ADMIN_PASSWORD, ServerProcess, seed_admin, wait_until
 from .inprocess import InProcess, csrf_of
 from .wire import flood, join, open_websocket
 
@@ -128,10 +127,8 @@ def test_a_socket_sending_too_fast_is_disconnected(guarded):
     served = flood(ws, ['42/users,["resync",{"since":1000000000}]'] * 60)
     assert served is not None, "the connection stayed open"
     assert served[0] <= 19  # snapshots: a budget of 20 messages, the join included
-    deadline = time.monotonic() + 5
-    while "sent messages too fast" not in "".join(guarded.output):
-        assert time.monotonic() < deadline
-        time.sleep(0.02)  # the server's output arrives through a pipe
+    # The server's output arrives through a pipe.
+    assert wait_until(lambda: "sent messages too fast" in "".join(guarded.output), 5)
 
 
 def test_security_headers_on_pages_and_api(client):
@@ -188,11 +185,9 @@ def test_logs_record_refusals_and_failed_logins_but_no_secrets(guarded):
     handshake(guarded, "https://evil.example")
     expected = ("failed login for 'root'", "refused socket from", "refused socket handshake from origin",
                 "invalid, revoked or expired token")
-    deadline = time.monotonic() + 5
-    while not all(line in "".join(guarded.output) for line in expected):
-        assert time.monotonic() < deadline, [line for line in expected
-                                             if line not in "".join(guarded.output)]
-        time.sleep(0.02)  # the server's output arrives through a pipe
+    # The server's output arrives through a pipe.
+    assert wait_until(lambda: all(line in "".join(guarded.output) for line in expected), 5), \
+        [line for line in expected if line not in "".join(guarded.output)]
     text = "".join(guarded.output)
     for secret in ("not-it-at-all", "forged-token-123", "forged-token-456", ADMIN_PASSWORD,
                    guarded.token):
