@@ -29,9 +29,11 @@ temp_root()  # before pytest makes its first temporary folder
 # The files that take longest, longest first: on several workers (pytest -n N --dist loadfile,
 # with --no-loadscope-reorder in pyproject.toml) they start first, and the short ones fill the
 # gaps, so the workers finish together instead of one running a long file at the end alone.
-LONGEST_FILES = ("test_bench.py", "test_views.py", "test_browser.py", "test_cli.py",
-                 "test_outside_writes.py", "test_views_live.py", "test_capture.py", "test_scale.py",
-                 "test_ordering.py", "test_actors.py", "test_resume.py", "test_fuzz.py")
+LONGEST_FILES = ("test_cli.py", "test_bench.py", "test_browser.py", "test_views.py", "test_scale.py",
+                 "test_capture.py", "test_wheel.py", "test_ordering.py", "test_views_live.py",
+                 "test_credentials.py", "test_fuzz.py", "test_actors.py", "test_db_faults.py",
+                 "test_relay_throughput.py", "test_resume.py", "test_imports.py",
+                 "test_outside_writes.py")
 
 
 def pytest_collection_modifyitems(items):
