@@ -41,12 +41,29 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test that used the shared server shows what the server printed meanwhile
+    (its log: sockets cut, relay warnings), so a failure in CI can be read without a rerun."""
+    report = yield
+    server = item.funcargs.get("server") if hasattr(item, "funcargs") else None
+    if report.failed and call.when == "call" and isinstance(server, ServerProcess):
+        lines = server.output[item.stash.get(_SERVER_LINES, 0):]
+        report.sections.append(("server output during the test", "".join(lines[-80:])))
+    return report
+
+
+_SERVER_LINES = pytest.StashKey[int]()
+
+
 @pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch):
+def _clean_environment(monkeypatch, request):
     """Tests set what they need; nothing leaks in from the developer's shell."""
     for key in list(os.environ):
         if key.startswith(("USERBOARD_", "FLASK_")):
             monkeypatch.delenv(key)
+    if "server" in request.fixturenames:  # where the server's output for this test starts
+        request.node.stash[_SERVER_LINES] = len(request.getfixturevalue("server").output)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -15,7 +15,8 @@ connection, in front of the Socket.IO server and inside it:
   and its session is closed; so is one whose body is not UTF-8. Any Engine.IO request answered
   with a 4xx closes its HTTP connection (keep-alive would let the client hold it).
 
-It also makes python-engineio's `Server.disconnect` return at once (`_disconnect_at_once`).
+It also makes python-engineio's `Server.disconnect` return at once (`_disconnect_at_once`), and
+sends at most 16 packets per polling response (`_poll_at_most`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from collections import Counter
 from urllib.parse import parse_qs
 
 import limits
+from engineio.exceptions import QueueEmpty
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
@@ -56,6 +58,47 @@ def _disconnect_at_once(eio) -> None:
             eio.sockets.pop(key, None)
 
     eio.disconnect = disconnect
+
+
+# python-engineio's client drops a connection whose polling response holds more than this many
+# packets ("Too many packets in payload": engineio.payload.Payload.max_decode_packets, its
+# guard against a flood). Its server sends whatever is queued: a Python client polling through
+# a burst (or a catch-up) lost its connection, and again after every reconnect.
+PACKETS_PER_POLL = 16
+
+
+def _poll_at_most(socket, limit: int = PACKETS_PER_POLL) -> None:
+    """Make an Engine.IO socket hand at most `limit` packets to each poll: a polling response, or
+    a turn of the websocket writer. The rest wait in the queue for the next one.
+
+    python-engineio's `Socket.poll`, with the bound: it waits for one packet, then takes what
+    else is queued up to the close sentinel (None), which stays queued for the next poll.
+    """
+    queue_empty = socket.server.get_queue_empty_exception()
+
+    def poll():
+        server = socket.server
+        try:
+            first = socket.queue.get(timeout=server.ping_interval + server.ping_timeout)
+        except queue_empty:
+            raise QueueEmpty() from None
+        socket.queue.task_done()
+        if first is None:
+            return []
+        packets = [first]
+        while len(packets) < limit:
+            try:
+                item = socket.queue.get(block=False)
+            except queue_empty:
+                break
+            socket.queue.task_done()
+            if item is None:
+                socket.queue.put(None)
+                break
+            packets.append(item)
+        return packets
+
+    socket.poll = poll
 
 
 def _refusal(start_response, status: str, code: str, message: str, retry_after: int | None = None):
@@ -162,6 +205,7 @@ class SocketGate:
         self.addresses[eio_sid] = address
         self.pending[eio_sid] = self.clock() + self.auth_timeout
         self.pending_count[address] += 1
+        _poll_at_most(self.eio.sockets[eio_sid])
         answer = self._opened(eio_sid, environ)
         if answer is not None and answer is not True:  # refused: no disconnect event follows
             self._forget(eio_sid)
