@@ -55,15 +55,20 @@ def need(condition: bool, reason: str) -> None:
         pytest.skip(reason)
 
 
+SHM_NEEDED = 1 << 30  # bytes free in /dev/shm for the suite to keep its files there
+
+
 def temp_root() -> str | None:
     """Where the suite keeps its files: memory (/dev/shm) if the system has it.
 
     An fsync costs about 4 ms on this machine's disk and every SQLite commit makes one; the
     suite's databases commit thousands of times. Set PYTEST_DEBUG_TEMPROOT to choose another
-    place (pytest reads it for tmp_path).
+    place (pytest reads it for tmp_path). A small /dev/shm (a container's 64 MB) is not used:
+    the suite's files (a wheel build, a 20,000-user benchmark database) would fill it.
     """
     chosen = os.environ.get("PYTEST_DEBUG_TEMPROOT")
-    if chosen is None and Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK):
+    if chosen is None and Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK) \
+            and shutil.disk_usage("/dev/shm").free >= SHM_NEEDED:
         chosen = os.environ["PYTEST_DEBUG_TEMPROOT"] = "/dev/shm"
     return chosen
 
