@@ -455,3 +455,11 @@ def test_password_hashing_runs_off_the_gevent_loop_a_bounded_number_at_a_time():
     assert result["ticks"]["in the pool"] > 0  # the loop went on while the hash ran
     assert result["ticks"]["on the loop"] == 0  # the probe can tell: on the loop, nothing ran
     assert result["most_at_once"] == auth.HASHING.threads  # half the cores, at most 4
+
+
+def test_the_unknown_user_hash_costs_what_a_real_one_does():
+    """authenticate() checks an unknown username against a written-out hash: it must use the
+    method (and cost) werkzeug gives new hashes, or a wrong username would answer faster."""
+    method = auth.generate_password_hash("x").split("$")[0]
+    assert auth._DUMMY_HASH.split("$")[0] == method
+    assert auth.check_password_hash(auth._DUMMY_HASH, "not-a-real-password")
