@@ -133,8 +133,8 @@ class UsersNamespace(Namespace):
     def queued(self, sid: str) -> int:
         """Packets waiting in the socket's Engine.IO send queue (0 once it is gone).
 
-        The websocket writer takes the whole queue at a time, so this is what arrived since it
-        last took it: a lower bound of what the client has still to read.
+        The transport takes up to 16 packets at a time (`gate.PACKETS_PER_POLL`), so this is a
+        lower bound of what the client has still to read.
         """
         server = self.socketio.server
         eio_socket = server.eio.sockets.get(server.manager.eio_sid_from_sid(sid, NAMESPACE))
