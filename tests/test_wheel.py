@@ -69,10 +69,12 @@ def installed(wheel, tmp_path_factory) -> dict:
     env = clean_env(PATH=path, PYTHONPYCACHEPREFIX=str(work / "pycache"),
                     XDG_CACHE_HOME=str(work / "cache"),
                     USERBOARD_DATABASE_URL=f"sqlite:///{work / 'run' / 'userboard.db'}")
-    # Dependencies come from the index pip is configured with (and its cache).
+    # Dependencies come from the index pip is configured with (and its cache), at the versions
+    # the rest of the suite runs with.
     done = subprocess.run(
         [sys.executable, "-m", "pip", "--python", work / "venv/bin/python", "install", "-q",
-         "--no-compile", wheel], env=env, capture_output=True, text=True, timeout=300)
+         "--no-compile", "-c", ROOT / "constraints.txt", wheel],
+        env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     package = Path(subprocess.run(
         [work / "venv/bin/python", "-c", "import userboard; print(userboard.__file__)"],
