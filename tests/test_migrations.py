@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 
 from alembic.autogenerate import compare_metadata
@@ -9,7 +11,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, select, text
 
-from userboard.migrations import alembic_config, include_name, upgrade
+from userboard.migrations import HEAD, alembic_config, include_name, upgrade
 from userboard.models import Base, SeqCounter
 
 
@@ -73,3 +75,20 @@ def test_servers_starting_together_on_postgresql_take_turns(pg_database):
         head = ScriptDirectory.from_config(alembic_config(pg_database)).get_current_head()
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == head
     engine.dispose()
+
+
+def test_head_is_alembics_newest_revision():
+    """A new migration must move HEAD too, or databases would stop one revision short."""
+    assert ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head() == HEAD
+
+
+def test_a_database_at_head_is_not_handed_to_alembic(tmp_path):
+    """Every server start and CLI command checks the schema: at HEAD, without importing Alembic."""
+    url = f"sqlite:///{tmp_path / 'current.db'}"
+    upgrade(url)
+    probe = ("import sys; from userboard.migrations import upgrade; upgrade(sys.argv[1]); "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))")
+    done = subprocess.run([sys.executable, "-c", probe, url], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
