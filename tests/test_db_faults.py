@@ -276,6 +276,7 @@ def test_an_unreachable_database_gives_503s_and_refused_sockets_then_recovers(de
     refusals = []
     client = LiveClient(server.url, auth={"token": server.token})
     client.sio.on("connect_error", refusals.append, namespace="/users")
+    start = len(server.output)
     with database_closed(server):
         listed = server.api().get(server.url + "/api/users", timeout=ANSWER_WITHIN)
         page = browser.get(server.url + "/", timeout=ANSWER_WITHIN)
@@ -283,6 +284,9 @@ def test_an_unreachable_database_gives_503s_and_refused_sockets_then_recovers(de
             "username": "root", "password": ADMIN_PASSWORD, "csrf_token": csrf})
         with pytest.raises(socketio.exceptions.ConnectionError):
             client.connect()
+        # The background loops fail too while it is away (the relay polls every 0.5 s).
+        assert wait_until(lambda: any("change-log relay failed, database unavailable" in line
+                                      for line in server.output[start:]))
     assert listed.status_code == 503 and listed.headers["Retry-After"] == "1"
     assert listed.json()["error"]["code"] == "unavailable"
     assert page.status_code == 503 and "The database is busy" in page.text
@@ -292,6 +296,8 @@ def test_an_unreachable_database_gives_503s_and_refused_sockets_then_recovers(de
     # Once the database is back, the very next requests work.
     assert server.api().get(server.url + "/api/users").status_code == 200
     assert browser.get(server.url + "/").status_code == 200
+    # An outage is one warning line per failure, never a traceback in the operator's log.
+    assert "Traceback" not in "".join(server.output[start:])
 
 
 def test_on_sqlite_a_write_behind_another_writer_gets_503_after_the_busy_timeout(tmp_path):

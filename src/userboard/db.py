@@ -7,6 +7,8 @@ also bounds its database work here (`ServerPools`): one stuck writer must not st
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -153,6 +155,18 @@ def unavailable(error: BaseException) -> bool:
         return True
     return isinstance(error, sa_exc.DBAPIError) and (
         error.connection_invalidated or isinstance(error, sa_exc.OperationalError))
+
+
+def log_retry(logger: logging.Logger, what: str) -> None:
+    """Log, from an `except` block, that a pass of a background loop failed and will be tried
+    again: one warning line when the database is unavailable for now (the loop recovers once it
+    is back), the traceback for anything else."""
+    error = sys.exc_info()[1]
+    if error is not None and unavailable(error):
+        cause = getattr(error, "orig", None) or error
+        logger.warning("%s failed, database unavailable (%s); retrying", what, type(cause).__name__)
+    else:
+        logger.exception("%s failed; retrying", what)
 
 
 def connection_lost(error: BaseException) -> bool:

@@ -25,6 +25,7 @@ from .app import create_app
 from .bootstrap import cli_actor
 from .capture import set_actor
 from .config import Settings
+from .db import log_retry
 from .extension import app_state
 from .models import User
 from .relay import listen_for_commits
@@ -138,7 +139,7 @@ def background_loop(app) -> None:
                 sent = state.sequencer.relay()
                 busy = state.sequencer.feed() or sent > 0
             except Exception:  # a database hiccup must not end the loop
-                log.exception("change-log relay failed; retrying")
+                log_retry(log, "change-log relay")
 
     def run():
         while True:
@@ -148,7 +149,7 @@ def background_loop(app) -> None:
                 with state.database.read_session() as db:
                     state.namespace.revalidate(db, state.session_timeouts)
             except Exception:  # a database hiccup must not end the loop
-                log.exception("background loop failed; retrying")
+                log_retry(log, "background loop")
 
     def heartbeats():
         while True:
@@ -157,7 +158,7 @@ def background_loop(app) -> None:
                 state.namespace.heartbeat(state.sequencer.delivered)
                 state.views.heartbeat()
             except Exception:  # a database hiccup must not end the loop
-                log.exception("heartbeat failed; retrying")
+                log_retry(log, "heartbeat")
 
     def wake_all():
         state.sequencer.wake()

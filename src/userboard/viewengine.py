@@ -32,7 +32,7 @@ from sqlalchemy import literal, or_, select
 from . import views
 from .capture import current_seq
 from .changelog import ChangeLog
-from .db import read_snapshot
+from .db import log_retry, read_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ class ViewEngine:
             try:
                 self.process()
             except Exception:  # a database hiccup must not end the loop
-                log.exception("view pass failed; retrying")
+                log_retry(log, "view pass")
 
     def heartbeat(self) -> None:
         """Tell every viewer the seq its view is at (every change up to it is applied and sent)."""
