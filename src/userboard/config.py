@@ -59,6 +59,7 @@ USERBOARD_SESSION_MAX_HOURS     a browser login ends this many hours after it be
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import secrets
 from dataclasses import dataclass
@@ -120,22 +121,8 @@ class Settings:
         secure = env.get("USERBOARD_SECURE_COOKIES", "auto").lower()
         if secure not in ("auto", "true", "false"):
             raise ConfigError(f"USERBOARD_SECURE_COOKIES must be auto, true or false, not {secure!r}")
-        heartbeat = env.get("USERBOARD_HEARTBEAT_SECONDS", "2")
-        try:
-            heartbeat_seconds = float(heartbeat)
-        except ValueError:
-            heartbeat_seconds = -1.0
-        if not 0.05 <= heartbeat_seconds <= 60:
-            raise ConfigError("USERBOARD_HEARTBEAT_SECONDS must be a number of seconds from 0.05 to 60, "
-                              f"not {heartbeat!r}")
-        min_age = env.get("USERBOARD_CHANGE_LOG_MIN_AGE", "60")
-        try:
-            change_log_min_age = float(min_age)
-        except ValueError:
-            change_log_min_age = -1.0
-        if not 0 <= change_log_min_age <= 86400:
-            raise ConfigError("USERBOARD_CHANGE_LOG_MIN_AGE must be a number of seconds from 0 to "
-                              f"86400, not {min_age!r}")
+        heartbeat_seconds = _seconds(env, "USERBOARD_HEARTBEAT_SECONDS", 2, 0.05, 60)
+        change_log_min_age = _seconds(env, "USERBOARD_CHANGE_LOG_MIN_AGE", 60, 0, 86400)
         hops = env.get("USERBOARD_PROXY_HOPS", "0").strip()
         if not hops.isdigit() or not hops.isascii():
             raise ConfigError(f"USERBOARD_PROXY_HOPS must be 0 or a positive integer, not {hops!r}")
@@ -227,6 +214,19 @@ def _positive(env, name: str, default: int, maximum: int) -> int:
     if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= maximum:
         raise ConfigError(f"{name} must be an integer from 1 to {maximum}, not {value!r}")
     return int(value)
+
+
+def _seconds(env, name: str, default: float, low: float, high: float) -> float:
+    """A number of seconds from `low` to `high` (NaN and text refused)."""
+    value = env.get(name, str(default))
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not low <= seconds <= high:
+        raise ConfigError(f"{name} must be a number of seconds from {low:g} to {high:g}, "
+                          f"not {value!r}")
+    return seconds
 
 
 def log_format_from_env(env=None) -> str:
