@@ -172,7 +172,7 @@ def _connection_limits(env) -> dict:
     for name in ("http_idle_timeout", "socket_auth_timeout"):
         key = "USERBOARD_" + name.upper()
         if env.get(key):
-            found[name] = _seconds(key, env[key])
+            found[name] = _seconds(env, key, 0, 0, 3600, above_low=True)
     pending = env.get("USERBOARD_SOCKET_PENDING_PER_ADDRESS")
     if pending:
         if not pending.isdigit() or int(pending) < 1:
@@ -185,16 +185,6 @@ def _connection_limits(env) -> dict:
         if rate:
             found["socket_" + name] = check_rate(key, rate)
     return found
-
-
-def _seconds(key: str, value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = 0.0
-    if not 0 < seconds <= 3600:  # also refuses nan
-        raise ConfigError(f"{key} must be a number of seconds between 0 and 3600, not {value!r}")
-    return seconds
 
 
 def check_rate(key: str, rate: str) -> str:
@@ -216,16 +206,18 @@ def _positive(env, name: str, default: int, maximum: int) -> int:
     return int(value)
 
 
-def _seconds(env, name: str, default: float, low: float, high: float) -> float:
-    """A number of seconds from `low` to `high` (NaN and text refused)."""
+def _seconds(env, name: str, default: float, low: float, high: float, *,
+             above_low: bool = False) -> float:
+    """A number of seconds from `low` (or, `above_low`, more than it) to `high`; NaN and text
+    are refused."""
     value = env.get(name, str(default))
     try:
         seconds = float(value)
     except ValueError:
         seconds = math.nan
-    if not low <= seconds <= high:
-        raise ConfigError(f"{name} must be a number of seconds from {low:g} to {high:g}, "
-                          f"not {value!r}")
+    if not (low < seconds if above_low else low <= seconds) or not seconds <= high:
+        bounds = f"more than {low:g} and at most {high:g}" if above_low else f"from {low:g} to {high:g}"
+        raise ConfigError(f"{name} must be a number of seconds {bounds}, not {value!r}")
     return seconds
 
 
