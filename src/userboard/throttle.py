@@ -112,7 +112,9 @@ class RedisLoginThrottle(LoginThrottle):
             return super().wait_seconds(*keys)
         wait = 0.0
         for count, ttl_ms in zip(answers[::2], answers[1::2], strict=True):
-            if count is not None and ttl_ms > 0:
+            # A key in its last millisecond has a TTL of 0 and still counts: the next failure
+            # would add to it (-2: no key; -1 cannot happen, every write sets the expiry).
+            if count is not None and ttl_ms >= 0:
                 since_last = self.window - ttl_ms / 1000
                 wait = max(wait, self.delay(int(count)) - since_last)
         return max(wait, 0.0)
